@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's test command: set up .venv (idempotent), then run the whole suite, slow tests
+# included. Extra arguments go to pytest (e.g. bash scripts/test.sh -m "not slow" -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export WANDB_MODE=offline HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=900 "$@"
