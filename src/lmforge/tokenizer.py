@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import jinja2
@@ -23,8 +25,9 @@ END_OF_TURN = "<|end|>"
 SPECIAL_TOKENS = [BOS, EOS, PAD, *ROLE_MARKERS.values(), END_OF_TURN]
 
 # Each turn is "<|role|>\n{content}<|end|>\n". The assistant's trainable span is its content
-# plus <|end|>, so a fine-tuned model learns to stop. `lmforge.tokenizer.Tokenizer.encode_chat`
-# relies on the prefix property: rendering messages[:i] is a prefix of rendering messages.
+# plus <|end|> (not the newline after it), so a fine-tuned model learns to stop.
+# `Tokenizer.encode_chat` relies on the prefix property: rendering messages[:i] with the
+# generation prompt is a prefix of rendering messages.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
@@ -38,6 +41,7 @@ CHAT_TEMPLATE = (
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
+MANIFEST_FILE = "manifest.json"  # lineage written by the tokenizer CLI
 
 
 class TokenizerMismatchError(ValueError):
@@ -118,16 +122,23 @@ class Tokenizer:
         self, messages: Sequence[dict], add_generation_prompt: bool = False
     ) -> tuple[list[int], list[bool]]:
         """Token ids of the rendered conversation and, per token, whether it is assistant
-        output (its content and closing <|end|>): the tokens SFT trains on."""
+        output (its content and closing <|end|>, not the newline after it): the tokens SFT
+        trains on. A token counts as assistant output when it starts inside that span."""
         text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
         spans = []
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
+            # The span is exactly what the model generates: the content and its <|end|>.
+            # The newline the template writes after <|end|> is formatting the model never
+            # emits (generation stops at <|end|>), so it is not trained on.
             start = len(self.apply_chat_template(messages[:i], add_generation_prompt=True))
-            end = len(self.apply_chat_template(messages[: i + 1]))
-            if not text.startswith(self.apply_chat_template(messages[: i + 1])):
-                raise ValueError("chat template lacks the prefix property encode_chat relies on")
+            end = start + len(message["content"]) + len(END_OF_TURN)
+            if text[start:end] != message["content"] + END_OF_TURN:
+                raise ValueError(
+                    f"chat template does not render message {i} as content + {END_OF_TURN} after "
+                    "the generation prompt; encode_chat relies on that prefix property"
+                )
             spans.append((start, end))
         enc = self.backend.encode(text, add_special_tokens=False)
         mask = [any(s <= a < e for s, e in spans) for a, _ in enc.offsets]
@@ -198,3 +209,119 @@ def train_tokenizer(
     )
     backend.train_from_iterator(texts, trainer=trainer, length=length)
     return Tokenizer(backend)
+
+
+# ----- the tokenizer CLI's job (src/train_tokenizer.py is its Hydra entry) -----
+@dataclass
+class TokenizerJobConfig:
+    """conf/tokenizer.yaml. Texts come from `corpus_dir` (corpus format) or `text_files`;
+    with neither, the embedded default corpus is built at `default_corpus_dir` and used."""
+
+    corpus_dir: str | None = None
+    domains: list[str] | None = None
+    text_files: list[str] = field(default_factory=list)
+    default_corpus_dir: str = "artifacts/default_corpus"
+    out_dir: str = "artifacts/tokenizer/default"
+    vocab_size: int = 4096
+    min_frequency: int = 2
+    # Every k-th document is held out of training to measure bytes per token.
+    heldout_every: int = 10
+    max_train_bytes: int = 50_000_000  # training-sample cap (BPE needs a sample, not everything)
+    max_heldout_bytes: int = 2_000_000
+    show_progress: bool = True
+
+
+@dataclass
+class TokenizerSummary:
+    out_dir: str
+    fingerprint: str
+    vocab_size: int
+    train_docs: int
+    train_bytes: int
+    heldout_docs: int
+    heldout_bytes: int
+    heldout_tokens: int
+    seconds: float
+
+    @property
+    def bytes_per_token(self) -> float:
+        return self.heldout_bytes / max(self.heldout_tokens, 1)
+
+
+def _job_documents(job: TokenizerJobConfig) -> tuple[Iterator[str], dict]:
+    """The job's documents and a description of where they came from (for the manifest)."""
+    from lmforge.data.default_corpus import ensure_default_corpus, iter_corpus_texts
+
+    if job.text_files:
+        files = [Path(f) for f in job.text_files]
+        for f in files:
+            if not f.is_file():
+                raise FileNotFoundError(f"tokenizer.text_files: {f} does not exist")
+
+        def paragraphs() -> Iterator[str]:
+            for f in files:
+                for paragraph in f.read_text(encoding="utf-8", errors="replace").split("\n\n"):
+                    if paragraph.strip():
+                        yield paragraph
+
+        return paragraphs(), {"text_files": [str(f) for f in files]}
+    corpus = Path(job.corpus_dir) if job.corpus_dir else ensure_default_corpus(job.default_corpus_dir)
+    source: dict = {"corpus_dir": str(corpus), "domains": job.domains}
+    manifest = corpus / "manifest.json"
+    if manifest.is_file():
+        corpus_manifest = json.loads(manifest.read_text())
+        source["corpus_sha256"] = corpus_manifest.get("sha256") or hashlib.sha256(manifest.read_bytes()).hexdigest()
+        source["corpus_counts"] = corpus_manifest.get("counts")
+    return iter_corpus_texts(corpus, job.domains), source
+
+
+def run_tokenizer_job(job: TokenizerJobConfig) -> TokenizerSummary:
+    """Split documents into a capped training sample and a held-out sample, train, save the
+    tokenizer with a manifest, and measure bytes per token on the held-out sample."""
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    documents, source = _job_documents(job)
+    train: list[str] = []
+    heldout: list[str] = []
+    train_bytes = heldout_bytes = 0
+    for index, text in enumerate(tqdm(documents, desc="reading documents", unit="doc", disable=not job.show_progress)):
+        size = len(text.encode("utf-8"))
+        if job.heldout_every and index % job.heldout_every == job.heldout_every - 1:
+            if heldout_bytes < job.max_heldout_bytes:
+                heldout.append(text)
+                heldout_bytes += size
+        elif train_bytes < job.max_train_bytes:
+            train.append(text)
+            train_bytes += size
+        if train_bytes >= job.max_train_bytes and heldout_bytes >= job.max_heldout_bytes:
+            break
+    if not train:
+        raise ValueError(f"no training text found in {source}")
+    tokenizer = train_tokenizer(train, job.vocab_size, job.min_frequency, job.show_progress, length=len(train))
+    heldout_tokens = sum(len(ids) for ids in tokenizer.encode_batch(heldout))
+    out_dir = tokenizer.save(job.out_dir)
+    summary = TokenizerSummary(
+        out_dir=str(out_dir),
+        fingerprint=tokenizer.fingerprint,
+        vocab_size=tokenizer.vocab_size,
+        train_docs=len(train),
+        train_bytes=train_bytes,
+        heldout_docs=len(heldout),
+        heldout_bytes=heldout_bytes,
+        heldout_tokens=heldout_tokens,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    manifest = {
+        "kind": "tokenizer",
+        "fingerprint": tokenizer.fingerprint,
+        "vocab_size": tokenizer.vocab_size,
+        "bytes_per_token": round(summary.bytes_per_token, 4),
+        "sample": {k: getattr(summary, k) for k in
+                   ("train_docs", "train_bytes", "heldout_docs", "heldout_bytes", "heldout_tokens")},
+        "parent": source,
+        "config": asdict(job),
+        "seconds": summary.seconds,
+    }
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return summary

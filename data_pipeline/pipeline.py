@@ -1,0 +1,348 @@
+"""The curation pipeline: prepare -> process (per shard) -> dedup (global) -> mix (per shard) -> report.
+
+Resumability: every per-shard step writes its outputs atomically and then a marker
+``<work>/markers/<step>/<shard>.json`` holding that shard's funnel stats. A rerun skips
+shards whose marker exists and recomputes the rest from their inputs, so a crash at any
+point loses no document and duplicates none. Global steps (dedup, mix plan) are cheap
+and keyed by the same markers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from data_pipeline.classifier import TextClassifier, train_classifier
+from data_pipeline.config import PipelineConfig, to_pipeline_config
+from data_pipeline.content import MalwareFilter, PiiFilter, ToxicityFilter
+from data_pipeline.dedup import find_duplicates, load_signatures, save_signatures, signatures
+from data_pipeline.executors import make_executor
+from data_pipeline.extract import HtmlExtractor
+from data_pipeline.funnel import Funnel, write_report
+from data_pipeline.heuristics import HeuristicFilter
+from data_pipeline.io_utils import iter_jsonl_gz, read_json, write_json, write_jsonl_gz
+from data_pipeline.langid import LanguageFilter
+from data_pipeline.mix import achieved_ratios, copies, plan_mix
+from data_pipeline.quality import QualityFilter, reference_prose, train_quality_model
+from data_pipeline.readers import DomainLabeler, ReadStats, Shard, discover_shards, read_shard
+from data_pipeline.records import Document
+
+log = logging.getLogger(__name__)
+CORPUS_FORMAT = "lmforge-corpus/1"
+
+
+class WorkDir:
+    """Paths of intermediate artifacts and markers."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def marker(self, step: str, shard: str) -> Path:
+        return self.root / "markers" / step / f"{shard}.json"
+
+    def processed(self, shard: str) -> Path:
+        return self.root / "process" / f"{shard}.jsonl.gz"
+
+    def signatures(self, shard: str) -> Path:
+        return self.root / "process" / f"{shard}.sig.npz"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def dedup_decisions(self) -> Path:
+        return self.root / "dedup" / "decisions.json"
+
+
+# ----------------------------------------------------------------------------- steps
+_STEP_CACHE: dict[str, list] = {}
+
+
+def build_steps(cfg: PipelineConfig, models_dir: Path) -> list:
+    """The per-document chain; built once per worker process and reused across shards."""
+    key = json.dumps(asdict(cfg), sort_keys=True, default=str) + str(models_dir)
+    if key in _STEP_CACHE:
+        return _STEP_CACHE[key]
+    steps: list = [HtmlExtractor(cfg.extract), LanguageFilter(cfg.langid), HeuristicFilter(cfg.heuristics)]
+    content = cfg.content
+    if content.malware.enabled:
+        steps.append(MalwareFilter(content.malware))
+    if content.toxicity.enabled:
+        path = content.toxicity.classifier_path or (models_dir / "toxicity" if content.toxicity.train_classifier
+                                                    else None)
+        steps.append(ToxicityFilter(content.toxicity, TextClassifier.load(path) if path else None))
+    if content.pii.enabled:
+        steps.append(PiiFilter(content.pii))
+    for step in steps[3:]:
+        step.domains = content.domains
+    if cfg.quality.enabled:
+        steps.append(QualityFilter(cfg.quality, TextClassifier.load(cfg.quality.model_path or models_dir / "quality")))
+    _STEP_CACHE.clear()
+    _STEP_CACHE[key] = steps
+    return steps
+
+
+def _size(doc: Document) -> int:
+    return len((doc.html if doc.html is not None else doc.text).encode("utf-8", "surrogatepass"))
+
+
+def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
+    """Read one shard, run the document chain, write survivors + their dedup signatures."""
+    cfg_dict, shard_dict, work_root = task
+    cfg, shard, work = to_pipeline_config(cfg_dict), Shard(**shard_dict), WorkDir(Path(work_root))
+    marker = work.marker("process", shard.name)
+    if marker.exists():
+        return read_json(marker)
+    steps = build_steps(cfg, work.models)
+    labeler = DomainLabeler([asdict(r) for r in cfg.domains.rules], cfg.domains.default)
+    funnel, read_stats = Funnel(), ReadStats()
+    for step in steps:  # fixed order of funnel rows, even for steps that see nothing
+        funnel.step(step.name)
+    kept: list[Document] = []
+    read = Funnel().step("read")
+    for doc in read_shard(shard, labeler, read_stats):
+        size = _size(doc)
+        read.docs_in += 1
+        read.docs_out += 1
+        read.bytes_in += size
+        read.bytes_out += size
+        for step in steps:
+            stats = funnel.step(step.name)
+            domains = getattr(step, "domains", None)
+            if domains is not None and doc.domain not in domains and step.name != "extract":
+                stats.docs_in += 1
+                stats.docs_out += 1
+                stats.bytes_in += size
+                stats.bytes_out += size
+                continue
+            stats.docs_in += 1
+            stats.bytes_in += size
+            reason = step(doc)
+            if reason:
+                stats.removed[reason] += 1
+                break
+            size = _size(doc)
+            stats.docs_out += 1
+            stats.bytes_out += size
+            if step.name == "pii" and "pii_redacted" in doc.metadata:
+                stats.modified.update(doc.metadata["pii_redacted"])
+        else:
+            kept.append(doc)
+    read.docs_in += sum(read_stats.corrupt.values())
+    read.removed.update(read_stats.corrupt)
+    hashes, sigs = signatures([d.text for d in kept], cfg.dedup)
+    write_jsonl_gz(work.processed(shard.name), (d.to_json() for d in kept))
+    save_signatures(work.signatures(shard.name), [d.id for d in kept], hashes, sigs,
+                    np.array([d.num_bytes for d in kept], dtype=np.int64))
+    result = {"shard": shard.name, "funnel": {"read": read.to_dict(), **funnel.to_dict()},
+              "domains": [d.domain for d in kept], "corrupt_examples": read_stats.examples}
+    write_json(marker, result, sort_keys=False)
+    return result
+
+
+def mix_shard(task: tuple[dict, int, str, str, dict[str, float], dict[str, str]]) -> dict[str, Any]:
+    """Write one shard's survivors into ``<output>/<domain>/part-<index>.jsonl.gz`` with mix copies."""
+    cfg_dict, index, shard_name, work_root, factors, drops = task
+    cfg, work = to_pipeline_config(cfg_dict), WorkDir(Path(work_root))
+    marker = work.marker("mix", shard_name)
+    if marker.exists():
+        return read_json(marker)
+    by_domain: dict[str, list[dict]] = {}
+    stats = Funnel().step("mix")
+    for row_index, row in enumerate(iter_jsonl_gz(work.processed(shard_name))):
+        if str(row_index) in drops:
+            continue
+        size = len(row["text"].encode("utf-8", "surrogatepass"))
+        stats.docs_in += 1
+        stats.bytes_in += size
+        n = copies(row["id"], factors.get(row["domain"], 0.0), cfg.seed)
+        if n == 0:
+            stats.removed["mix_downsampled" if row["domain"] in cfg.mix.targets else "mix_domain_not_targeted"] += 1
+            continue
+        for k in range(n):
+            # Repeats get distinct ids so that "no duplicate ids" stays checkable downstream.
+            by_domain.setdefault(row["domain"], []).append(row if k == 0 else {**row, "id": f"{row['id']}#rep{k}"})
+        stats.docs_out += n
+        stats.bytes_out += n * size
+        if n > 1:
+            stats.modified["mix_repeats"] += n - 1
+    output = Path(cfg.output)
+    files, counts, nbytes = [], {}, {}
+    for domain, rows in sorted(by_domain.items()):
+        path = output / domain / f"part-{index:05d}.jsonl.gz"
+        write_jsonl_gz(path, rows)
+        files.append(str(path.relative_to(output)))
+        counts[domain] = len(rows)
+        nbytes[domain] = sum(len(r["text"].encode("utf-8", "surrogatepass")) for r in rows)
+    result = {"shard": shard_name, "files": files, "counts": counts, "bytes": nbytes, "funnel": stats.to_dict()}
+    write_json(marker, result, sort_keys=False)
+    return result
+
+
+# -------------------------------------------------------------------------- driver
+def _config_fingerprint(cfg: PipelineConfig) -> str:
+    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("executor", "report")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _inputs(cfg: PipelineConfig, work: WorkDir) -> list[str]:
+    if cfg.input is None or cfg.input == "":
+        from data_pipeline.sample_input import build_sample_input
+
+        s = cfg.sample
+        return [str(build_sample_input(work.root / "sample_input", s.seed, s.n_shards, s.max_web_pages,
+                                       s.max_book_pages, s.max_docstrings, s.max_code_files))]
+    items = cfg.input if isinstance(cfg.input, (list, tuple)) else str(cfg.input).split(",")
+    return [str(Path(str(i).strip()).expanduser()) for i in items if str(i).strip()]
+
+
+def prepare_models(cfg: PipelineConfig, work: WorkDir, inputs: list[str]) -> dict[str, Any]:
+    """Train the classifiers the config asks the run to train (skipped when already saved)."""
+    reports: dict[str, Any] = {}
+    if cfg.quality.enabled and not cfg.quality.model_path:
+        out = work.models / "quality"
+        if not (out / "classifier.json").exists():
+            log.info("training the quality classifier into %s", out)
+            train_quality_model(inputs, out, cfg.quality.max_train_docs, cfg.seed)
+        reports["quality"] = TextClassifier.load(out).report
+    tox = cfg.content.toxicity
+    if tox.enabled and tox.train_classifier and not tox.classifier_path:
+        out = work.models / "toxicity"
+        if not (out / "classifier.json").exists():
+            from data_pipeline.synthetic import toxicity_training_set
+
+            toxic, neutral = toxicity_training_set(400, cfg.seed)
+            clean = neutral + reference_prose(400, chunk_chars=300, seed=cfg.seed)
+            classifier, _ = train_classifier(toxic, clean, seed=cfg.seed)
+            classifier.report["data"] = "generated abuse templates vs. neutral templates + reference prose"
+            classifier.save(out)
+        reports["toxicity"] = TextClassifier.load(out).report
+    return reports
+
+
+def run_pipeline(cfg: PipelineConfig | dict | Any = None, **overrides: Any) -> Path:
+    """Run (or resume) the pipeline; return the corpus directory.
+
+    ``cfg`` may be a ``PipelineConfig``, a dict/DictConfig (e.g. Hydra's), or None for the
+    embedded default; keyword overrides use the config's field names
+    (``run_pipeline(output="artifacts/corpus", executor={"kind": "ray"})``).
+    """
+    cfg = to_pipeline_config(cfg, **overrides)
+    started = time.perf_counter()
+    output = Path(cfg.output)
+    work = WorkDir(Path(cfg.work_dir) if cfg.work_dir else output.with_name(output.name + ".work"))
+    fingerprint = _config_fingerprint(cfg)
+    stamp = work.root / "config_fingerprint.json"
+    if stamp.exists() and read_json(stamp)["fingerprint"] != fingerprint:
+        raise RuntimeError(f"{work.root} holds a run with a different config (fingerprint "
+                           f"{read_json(stamp)['fingerprint']} != {fingerprint}); delete it or choose another output")
+    work.root.mkdir(parents=True, exist_ok=True)
+    write_json(stamp, {"fingerprint": fingerprint})
+    cfg_dict = asdict(cfg)
+
+    inputs = _inputs(cfg, work)
+    shards = discover_shards(inputs, cfg.files_per_shard)
+    if not shards:
+        raise ValueError(f"no readable input files under {inputs}")
+    log.info("%d shards from %s -> %s", len(shards), inputs, output)
+    model_reports = prepare_models(cfg, work, inputs)
+
+    executor = make_executor(cfg.executor.kind, cfg.executor.num_workers, cfg.executor.ray_address,
+                             cfg.report.progress)
+    try:
+        processed = executor.map(process_shard, [(cfg_dict, asdict(s), str(work.root)) for s in shards], "process")
+        decisions = _global_dedup(cfg, work, shards)
+        available: dict[str, int] = {}
+        for shard, result in zip(shards, processed):
+            drops = decisions["drops"].get(shard.name, {})
+            for row, domain in enumerate(result["domains"]):
+                if str(row) not in drops:
+                    available[domain] = available.get(domain, 0) + 1
+        plan = plan_mix(available, cfg.mix.targets, cfg.mix.max_repeats, cfg.mix.total_docs)
+        mixed = executor.map(mix_shard, [(cfg_dict, i, s.name, str(work.root), plan.factors,
+                                          decisions["drops"].get(s.name, {})) for i, s in enumerate(shards)], "mix")
+    finally:
+        executor.close()
+
+    funnel = Funnel()
+    for result in processed:
+        funnel.merge(Funnel.from_dict(result["funnel"]))
+    funnel.merge(Funnel.from_dict({"dedup": decisions["funnel"]}))
+    for m in mixed:
+        funnel.merge(Funnel.from_dict({"mix": m["funnel"]}))
+    counts: dict[str, int] = {}
+    nbytes: dict[str, int] = {}
+    for m in mixed:
+        for d, n in m["counts"].items():
+            counts[d] = counts.get(d, 0) + n
+            nbytes[d] = nbytes.get(d, 0) + m["bytes"][d]
+    weight_sum = sum(cfg.mix.targets.values())
+    manifest = {
+        "format": CORPUS_FORMAT,
+        "counts": dict(sorted(counts.items())),
+        "bytes": dict(sorted(nbytes.items())),
+        "total_docs": sum(counts.values()),
+        "files": sorted(f for m in mixed for f in m["files"]),
+        "target_ratios": {d: round(w / weight_sum, 4) for d, w in sorted(cfg.mix.targets.items())},
+        "achieved_ratios": achieved_ratios(counts),
+        "mix_plan": plan.to_dict(),
+        "dedup": {k: v for k, v in decisions.items() if k not in ("drops", "funnel")},
+        "read_errors": dict(funnel.steps["read"].removed),
+        "corrupt_examples": [e for r in processed for e in r["corrupt_examples"]][:20],
+        "models": model_reports,
+        "parent": {"inputs": inputs, "shards": [s.name for s in shards]},
+        "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
+        "config_fingerprint": fingerprint,
+        "elapsed_s": round(time.perf_counter() - started, 2),
+    }
+    wandb_cfg = {"project": cfg.report.wandb_project, "config": manifest["config"]} if cfg.report.wandb else None
+    write_report(funnel, output, {"manifest": "manifest.json", "achieved_ratios": manifest["achieved_ratios"]},
+                 plot=cfg.report.plot, wandb_cfg=wandb_cfg)
+    write_json(output / "manifest.json", manifest)
+    log.info("funnel:\n%s", funnel.table())
+    return output
+
+
+def _global_dedup(cfg: PipelineConfig, work: WorkDir, shards: list[Shard]) -> dict[str, Any]:
+    """Exact + MinHash-LSH over every shard's signatures at once; rows keyed by (shard, line)."""
+    if work.dedup_decisions.exists():
+        return read_json(work.dedup_decisions)
+    sizes, hashes, sigs, owners = [], [], [], []
+    for shard in shards:
+        shard_ids, shard_hashes, shard_sigs, shard_sizes = load_signatures(work.signatures(shard.name))
+        sizes.append(shard_sizes)
+        hashes.append(shard_hashes)
+        sigs.append(shard_sigs)
+        owners.extend((shard.name, row) for row in range(len(shard_ids)))
+    all_hashes = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+    all_sigs = np.concatenate(sigs) if sigs else np.zeros((0, cfg.dedup.num_perm), np.uint32)
+    eligible = None
+    if cfg.dedup.domains is not None:
+        domains = [d for s in shards for d in read_json(work.marker("process", s.name))["domains"]]
+        eligible = np.array([d in cfg.dedup.domains for d in domains], dtype=bool)
+    result = find_duplicates(all_hashes, all_sigs, cfg.dedup, eligible)
+    drops: dict[str, dict[str, str]] = {}
+    stats = Funnel().step("dedup")
+    stats.docs_in = len(all_hashes)
+    for row, reason in sorted(result.drop.items()):
+        shard_name, line = owners[row]
+        drops.setdefault(shard_name, {})[str(line)] = reason
+        stats.removed[reason] += 1
+    stats.docs_out = stats.docs_in - len(result.drop)
+    all_sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
+    stats.bytes_in = int(all_sizes.sum())
+    stats.bytes_out = stats.bytes_in - int(sum(all_sizes[row] for row in result.drop))
+    decisions = {"drops": drops, "funnel": stats.to_dict(), "exact_groups": result.exact_groups,
+                 "near_clusters": result.near_clusters, "largest_cluster": result.largest_cluster,
+                 "params": {"ngram": cfg.dedup.ngram, "bands": cfg.dedup.bands, "rows": cfg.dedup.rows}}
+    write_json(work.dedup_decisions, decisions)
+    return decisions

@@ -1,0 +1,122 @@
+"""Model-based quality filter and its training CLI.
+
+Positives are reference prose (the Python language reference shipped with every CPython,
+``pydoc_data.topics``: encyclopaedic, edited, "Wikipedia-like"), negatives are random raw
+web text (whole pages with menus, as a crawler sees them). The model is a hashed
+n-gram logistic regression (``classifier.TextClassifier``), as in the GPT-3 / PaLM
+quality filters, only smaller.
+
+    python -m data_pipeline.quality --negatives crawl/*.warc.gz --out artifacts/quality_model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_pipeline.classifier import TextClassifier, TrainReport, train_classifier
+from data_pipeline.extract import extract_text
+from data_pipeline.readers import DomainLabeler, ReadStats, discover_shards, read_shard
+from data_pipeline.records import Document
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QualityConfig:
+    enabled: bool = True
+    model_path: str | None = None  # a TextClassifier dir; null: trained by the run (prepare step)
+    threshold: float = 0.2  # P(reference-like) below this is dropped
+    domains: list[str] | None = field(default_factory=lambda: ["web"])
+    max_train_docs: int = 600  # per class, for the in-run training
+
+
+def reference_prose(limit: int, chunk_chars: int = 1200, seed: int = 0) -> list[str]:
+    """Paragraph chunks of the Python language reference (shipped with CPython)."""
+    from pydoc_data.topics import topics
+
+    chunks: list[str] = []
+    for name in sorted(topics):
+        current = ""
+        for para in re.split(r"\n\s*\n", topics[name]):
+            para = para.strip()
+            if not para or para.startswith(("*", "=")) or para.startswith("   "):
+                continue  # headings' underlines and indented grammar/code blocks
+            current = f"{current}\n\n{para}" if current else para
+            if len(current) >= chunk_chars:
+                chunks.append(current)
+                current = ""
+        if len(current) > chunk_chars // 3:
+            chunks.append(current)
+    random.Random(seed).shuffle(chunks)
+    return chunks[:limit]
+
+
+def raw_web_text(inputs: Sequence[str], limit: int, seed: int = 0) -> list[str]:
+    """Whole-page text (no main-content extraction) of a seeded sample of input pages."""
+    texts: list[str] = []
+    stats = ReadStats()
+    labeler = DomainLabeler([], "web")
+    for shard in discover_shards(inputs):
+        if shard.kind not in ("warc", "html"):
+            continue
+        for doc in read_shard(shard, labeler, stats):
+            text = extract_text(doc.html, main_content=False) if doc.html is not None else doc.text
+            if text.strip():
+                texts.append(text)
+    random.Random(seed).shuffle(texts)
+    return texts[:limit]
+
+
+def train_quality_model(negative_inputs: Sequence[str], out_dir: Path, max_docs: int = 600,
+                        seed: int = 0) -> tuple[TextClassifier, TrainReport]:
+    positives = reference_prose(max_docs, seed=seed)
+    negatives = raw_web_text(negative_inputs, max_docs, seed=seed)
+    classifier, report = train_classifier(positives, negatives, seed=seed)
+    classifier.report["positives"] = "pydoc_data.topics (Python language reference)"
+    classifier.report["negatives"] = [str(p) for p in negative_inputs]
+    classifier.save(out_dir)
+    return classifier, report
+
+
+class QualityFilter:
+    name = "quality"
+
+    def __init__(self, cfg: QualityConfig, classifier: TextClassifier) -> None:
+        self.cfg = cfg
+        self.classifier = classifier
+
+    def __call__(self, doc: Document) -> str | None:
+        if self.cfg.domains is not None and doc.domain not in self.cfg.domains:
+            return None
+        score = float(self.classifier.score([doc.text])[0])
+        doc.metadata["quality_score"] = round(score, 4)
+        return "quality_below_threshold" if score < self.cfg.threshold else None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the quality classifier and report held-out precision/recall.")
+    parser.add_argument("--negatives", nargs="+", help="raw web inputs (WARC/HTML); default: the embedded crawl")
+    parser.add_argument("--out", default="artifacts/quality_model", help="output directory")
+    parser.add_argument("--max-docs", type=int, default=600, help="examples per class")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    negatives = args.negatives
+    if not negatives:
+        from data_pipeline.sample_input import build_sample_input
+
+        negatives = [str(build_sample_input(Path(args.out) / "sample_input"))]
+    _, report = train_quality_model(negatives, Path(args.out), args.max_docs, args.seed)
+    print(json.dumps(report.__dict__, indent=2))
+    print(f"quality model written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Evaluate a checkpoint: `python src/eval.py ckpt=<.ckpt | run dir | HF export dir> eval=<suite>`.
+
+With no arguments it runs the quick suite on a random-init tiny model (a smoke run of every
+code path) and writes the report under runs/eval/. Everything else lives in lmforge.eval.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lmforge.eval.runner import run_suite
+
+log = logging.getLogger("lmforge.eval")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    report = run_suite(OmegaConf.to_container(cfg, resolve=True))
+    for task, metrics in report["metrics"].items():
+        print(f"{task:>10}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    gate = report["gate"]
+    if gate is not None:
+        print("gate:", "PASS" if gate["passed"] else "FAIL " + "; ".join(gate["reasons"]))
+    print(f"report: {cfg.out_dir}/report.json  summary: {cfg.out_dir}/summary.html")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""CLI of the blind side-by-side arena.
+
+    python -m lmforge.eval.arena serve --db runs/arena.sqlite --responses new.jsonl base.jsonl [--port 8765]
+    python -m lmforge.eval.arena stats --db runs/arena.sqlite --new new --baseline base [--alpha 0.05]
+
+Response files are JSONL rows {prompt_id, prompt, response[, model]} (model defaults to the
+file stem), e.g. written by `python src/eval.py` (samples/mt_bench.jsonl) or any generator.
+Statistics are printed here, never served: the page must not learn which model is which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from lmforge.eval.arena.app import make_server
+from lmforge.eval.arena.stats import arena_stats
+from lmforge.eval.arena.store import ArenaStore
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lmforge.eval.arena")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the voting page")
+    serve.add_argument("--db", required=True)
+    serve.add_argument("--responses", nargs="*", default=[], help="JSONL response files to load first")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    stats = sub.add_parser("stats", help="print win rate, sign test and Bradley-Terry scores")
+    stats.add_argument("--db", required=True)
+    stats.add_argument("--new")
+    stats.add_argument("--baseline")
+    stats.add_argument("--alpha", type=float, default=0.05)
+    stats.add_argument("--bootstrap", type=int, default=1000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    store = ArenaStore(args.db)
+    if args.command == "serve":
+        for path in args.responses:
+            logging.info("loaded %d responses from %s", store.load_jsonl(path), path)
+        if len(store.models()) < 2:
+            parser.error(f"{args.db} holds responses of {len(store.models())} model(s); need at least 2")
+        server = make_server(store, args.host, args.port)
+        print(f"arena: http://{args.host}:{server.server_address[1]}/  (Ctrl-C to stop)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+        return
+    result = arena_stats(store.votes(), store.models(), args.new, args.baseline, args.alpha, args.bootstrap)
+    print(json.dumps(result, indent=2))
+    h2h = result.get("head_to_head")
+    if h2h:
+        verdict = "WINS statistically" if h2h["wins_statistically"] else "does not win statistically"
+        print(f"{args.new} {verdict} over {args.baseline} at alpha={args.alpha} "
+              f"(sign test p={h2h['p_value']:.4g}; {h2h['wins']}-{h2h['losses']}, {h2h['ties']} ties, "
+              f"{h2h['both_bad']} both bad)")
+
+
+if __name__ == "__main__":
+    main()

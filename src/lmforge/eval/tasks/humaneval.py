@@ -1,0 +1,81 @@
+"""HumanEval (Chen et al. 2021, arXiv:2107.03374): complete the function from its prompt,
+run the problem's tests on each completion in the sandbox, report unbiased pass@k."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from lmforge.eval.data import load_humaneval
+from lmforge.eval.lm import EvalLM, GenParams
+from lmforge.eval.metrics import pass_at_k
+from lmforge.eval.sandbox import SandboxConfig, humaneval_program, run_python
+from lmforge.eval.tasks import TaskResult
+
+log = logging.getLogger(__name__)
+# The Codex paper's stop sequences: a completion ends where a new top-level block begins.
+STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
+
+
+@dataclass
+class HumanEvalConfig:
+    path: str = "../shared/benchmarks/humaneval"
+    n_samples: int = 1
+    ks: list[int] = field(default_factory=lambda: [1, 10])
+    temperature: float = 0.0  # pass@10 needs n_samples >= 10 and sampling (0.8 in the paper)
+    max_new_tokens: int = 256
+    limit: int | None = None
+    workers: int = 2
+    timeout_s: float = 10.0
+    memory_mb: int = 1024
+    seed: int = 0
+
+
+def execute(problems: list[dict], completions: list[list[str]], sandbox: SandboxConfig, workers: int = 2) -> list[list[bool]]:
+    """Run every completion of every problem in its own sandboxed process."""
+    nonce = f"lmforge-tests-passed-{secrets.token_hex(16)}"
+    jobs = [(i, j, humaneval_program(p, c, nonce))
+            for i, (p, cs) in enumerate(zip(problems, completions)) for j, c in enumerate(cs)]
+    passed = [[False] * len(cs) for cs in completions]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(run_python, program, sandbox): (i, j) for i, j, program in jobs}
+        for future in tqdm(futures, desc="sandbox", leave=False):
+            i, j = futures[future]
+            result = future.result()
+            passed[i][j] = result.passed and nonce in result.stdout.splitlines()
+    return passed
+
+
+def score(passed: list[list[bool]], ks: list[int]) -> dict[str, float]:
+    n = len(passed[0]) if passed else 0
+    metrics = {}
+    for k in ks:
+        if k <= n:
+            values = [pass_at_k(len(p), sum(p), k) for p in passed]
+            metrics[f"pass@{k}"] = sum(values) / max(1, len(values))
+    return metrics
+
+
+def run(lm: EvalLM, cfg: HumanEvalConfig) -> TaskResult:
+    problems = load_humaneval(cfg.path)[: cfg.limit]
+    requests = []
+    for problem in problems:
+        for sample in range(cfg.n_samples):
+            # A distinct seed per sample: identical requests would otherwise be one cache entry.
+            params = GenParams(until=STOP, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                               seed=cfg.seed + sample if cfg.temperature > 0 else None)
+            requests.append((problem["prompt"], params))
+    outputs = lm.generate_until(requests)
+    completions = [outputs[i * cfg.n_samples:(i + 1) * cfg.n_samples] for i in range(len(problems))]
+    sandbox = SandboxConfig(timeout_s=cfg.timeout_s, cpu_s=int(cfg.timeout_s), memory_mb=cfg.memory_mb)
+    passed = execute(problems, completions, sandbox, cfg.workers)
+    metrics = score(passed, cfg.ks)
+    skipped = [k for k in cfg.ks if k > cfg.n_samples]
+    if skipped:
+        log.warning("HumanEval: pass@%s needs n_samples >= k (n_samples=%d); not reported", skipped, cfg.n_samples)
+    samples = [{"task_id": p["task_id"], "completions": c, "passed": ok} for p, c, ok in zip(problems, completions, passed)]
+    return TaskResult("humaneval", metrics, samples, {"n_problems": len(problems), "n_samples": cfg.n_samples})

@@ -1,0 +1,267 @@
+"""`BaseStage`: the LightningModule every training stage extends by adding only its loss.
+
+The base owns what all stages share: building the `Transformer` (in `configure_model`, so FSDP2
+can shard it per `DecoderLayer`, optionally from the meta device), loading `init_from`
+(Lightning checkpoint, run dir or HF export) with a tokenizer-fingerprint check, LoRA wrapping,
+AdamW with linear warmup + cosine decay, the checkpoint lineage, and logging of
+`{split}/loss`, the stage's metrics and the gradient norm. Tokens/s and MFU come from
+`lmforge.callbacks.ThroughputMFU`, which asks the stage for `batch_tokens` / `flops_per_token`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import Tensor
+
+from lmforge.checkpoint import LMFORGE_KEY, load_for_inference, read_metadata
+from lmforge.model import DecoderLayer, ModelConfig, Transformer, build_model
+from lmforge.tokenizer import Tokenizer, check_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW + linear warmup + cosine decay to `min_lr_ratio * lr` at `decay_steps`."""
+
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    decay_steps: int | None = None  # None: the trainer's estimated number of optimizer steps
+
+
+def to_plain(value: Any) -> Any:
+    """DictConfig/ListConfig -> dict/list (Hydra hands nested configs over as DictConfig)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def model_config_from(value: dict | ModelConfig | DictConfig) -> ModelConfig:
+    if isinstance(value, ModelConfig):
+        return value
+    known = {f.name for f in fields(ModelConfig)}
+    value = to_plain(value)
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"unknown model config keys {unknown}; ModelConfig fields are {sorted(known)}")
+    return ModelConfig(**value)
+
+
+def lr_multiplier(step: int, warmup_steps: int, decay_steps: int, min_lr_ratio: float) -> float:
+    """Linear warmup from ~0 to 1 over `warmup_steps`, then cosine to `min_lr_ratio` at `decay_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if step >= decay_steps:
+        return min_lr_ratio
+    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def is_no_decay(name: str, param: Tensor) -> bool:
+    """Norm gains (1-D) and embedding tables are not decayed: decay would pull rare tokens'
+    rows and the per-channel scales towards zero for no regularising benefit."""
+    return param.ndim < 2 or "embed_tokens" in name
+
+
+class BaseStage(L.LightningModule):
+    """Subclasses implement `compute_loss(batch, split) -> (loss, metrics)` and nothing else."""
+
+    stage_name: ClassVar[str] = "base"
+    # Stages whose loss is a mean token NLL also log perplexity.
+    loss_is_token_nll: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model: dict | ModelConfig,
+        optim: dict,
+        tokenizer_path: str,
+        init_from: str | None = None,
+        peft: dict | None = None,
+        activation_checkpointing: bool = False,
+        meta_init: bool = False,
+        **kw: Any,
+    ) -> None:
+        super().__init__()
+        if kw:
+            raise TypeError(f"{type(self).__name__} got unknown config keys under module: {sorted(kw)}")
+        self.save_hyperparameters(logger=True)
+        # Plain containers: checkpoints then load with torch.load(weights_only=True).
+        self.hparams.update({k: to_plain(v) for k, v in self.hparams.items()})
+        self.tokenizer_path = str(tokenizer_path)
+        self.tokenizer = Tokenizer.load(tokenizer_path)
+        self.optim_config = OptimConfig(**{k: v for k, v in (to_plain(optim) or {}).items() if k != "name"})
+        self.peft_config = to_plain(peft) or None
+        self.activation_checkpointing = activation_checkpointing
+        self.meta_init = meta_init
+        self.init_from = str(init_from) if init_from else None
+        self.model_config = model_config_from(model)
+        if self.init_from:
+            self.model_config = self._adopt_parent(self.model_config, read_metadata(self.init_from))
+        if self.tokenizer.vocab_size > self.model_config.vocab_size:
+            raise ValueError(
+                f"tokenizer at {tokenizer_path} has {self.tokenizer.vocab_size} tokens but "
+                f"model.vocab_size={self.model_config.vocab_size}"
+            )
+        self.model: Transformer | None = None  # built in configure_model
+
+    # ----- model -----
+    def _adopt_parent(self, configured: ModelConfig, parent: dict[str, Any]) -> ModelConfig:
+        """The parent's shape wins (its weights define it); the tokenizer must be the same."""
+        if parent.get("tokenizer_fingerprint"):
+            check_fingerprint(parent["tokenizer_fingerprint"], self.tokenizer.fingerprint, f"init_from={self.init_from}")
+        else:
+            log.warning("init_from=%s records no tokenizer fingerprint; cannot verify it", self.init_from)
+        adopted = ModelConfig(**parent["model_config"])
+        differing = {
+            k: (v, getattr(adopted, k)) for k, v in asdict(configured).items() if k != "name" and getattr(adopted, k) != v
+        }
+        if differing:
+            log.warning("init_from=%s: using its model shape; configured values differ: %s", self.init_from, differing)
+        return adopted
+
+    def configure_model(self) -> None:
+        if self.model is not None:  # Lightning calls this hook again for validate/test after fit
+            return
+        mesh = self.device_mesh if getattr(self, "_device_mesh", None) is not None else None
+        on_meta = mesh is not None and self.meta_init
+        if on_meta and self.peft_config:
+            raise ValueError("module.meta_init=true with peft is not supported; set module.meta_init=false")
+        model = build_model(self.model_config, device="meta" if on_meta else None)
+        if self.init_from and not on_meta:
+            model.load_state_dict(load_for_inference(self.init_from).model.state_dict())
+        if self.peft_config:
+            from lmforge.lora import apply_lora
+
+            model = apply_lora(model, self.peft_config)
+        if self.activation_checkpointing:
+            from torch.distributed._composable import checkpoint
+
+            # The composable API keeps parameter names intact, unlike checkpoint_wrapper.
+            for layer in self._decoder_layers(model):
+                checkpoint(layer)
+        if mesh is not None:
+            self._shard(model, mesh)
+        if on_meta:
+            self._materialize(model)
+        self.model = model
+
+    @staticmethod
+    def _decoder_layers(model: torch.nn.Module) -> list[DecoderLayer]:
+        return [m for m in model.modules() if isinstance(m, DecoderLayer)]
+
+    def _shard(self, model: torch.nn.Module, mesh) -> None:
+        """FSDP2: one shard group per decoder layer, then the root (embeddings, norm, head)."""
+        from torch.distributed.fsdp import fully_shard
+
+        dp_mesh = mesh["data_parallel"]
+        layers = self._decoder_layers(model)
+        for i, layer in enumerate(layers):
+            # The last layer's params are needed again right away by backward: keep them gathered.
+            fully_shard(layer, mesh=dp_mesh, reshard_after_forward=i < len(layers) - 1)
+        fully_shard(model, mesh=dp_mesh)
+
+    def _materialize(self, model: Transformer) -> None:
+        """Allocate only the local shards, then initialise (or load init_from into) them."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        model.to_empty(device=self.trainer.strategy.root_device)
+        model.init_weights()
+        if self.init_from:
+            full = load_for_inference(self.init_from).model.state_dict()
+            set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True))
+
+    # ----- the one method a stage implements -----
+    def compute_loss(self, batch: Any, split: str) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    # ----- loop -----
+    def batch_tokens(self, batch: Any) -> int:
+        """Tokens processed per batch, for tokens/s and MFU."""
+        return int(batch["input_ids"].numel())
+
+    def batch_size_of(self, batch: Any) -> int:
+        return int(batch["input_ids"].shape[0])
+
+    def flops_per_token(self, batch: Any) -> float:
+        return self.model_config.flops_per_token(int(batch["input_ids"].shape[-1]))
+
+    def _log_step(self, split: str, loss: Tensor, metrics: dict[str, Tensor], batch: Any) -> None:
+        on_step = split == "train"
+        opts = dict(on_step=on_step, on_epoch=not on_step, sync_dist=not on_step, batch_size=self.batch_size_of(batch))
+        self.log(f"{split}/loss", loss.detach(), prog_bar=True, **opts)
+        if self.loss_is_token_nll:
+            self.log(f"{split}/ppl", torch.exp(loss.detach().float()), **opts)
+        for name, value in metrics.items():
+            self.log(f"{split}/{name}", value, **opts)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss, metrics = self.compute_loss(batch, "train")
+        self._log_step("train", loss, metrics, batch)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss, metrics = self.compute_loss(batch, "val")
+        self._log_step("val", loss, metrics, batch)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Gradients are unscaled here (AMP) and not yet clipped: this is the true norm.
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads)
+            if hasattr(norm, "full_tensor"):  # FSDP2 DTensor
+                norm = norm.full_tensor()
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    # ----- optimizer -----
+    def configure_optimizers(self):
+        cfg = self.optim_config
+        decay, no_decay, seen = [], [], set()
+        for name, param in self.named_parameters():
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            (no_decay if is_no_decay(name, param) else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay, "name": "decay"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+        ]
+        optimizer = torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
+        )
+        decay_steps = cfg.decay_steps or int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_multiplier(step, cfg.warmup_steps, decay_steps, cfg.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----- lineage -----
+    def lineage(self) -> dict[str, Any]:
+        return {
+            "model_config": self.model_config.to_dict(),
+            "tokenizer_fingerprint": self.tokenizer.fingerprint,
+            "tokenizer_path": self.tokenizer_path,
+            "stage": self.stage_name,
+            "parent": str(Path(self.init_from).resolve()) if self.init_from else None,
+            "peft": self.peft_config,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[LMFORGE_KEY] = self.lineage()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(LMFORGE_KEY) or {}
+        if saved.get("tokenizer_fingerprint"):
+            check_fingerprint(saved["tokenizer_fingerprint"], self.tokenizer.fingerprint, "the checkpoint being resumed")

@@ -1,0 +1,169 @@
+"""Compose-time config -> fitted run: the logic behind `src/train.py`.
+
+`fit_from_config(cfg)` instantiates the datamodule, stage module, callbacks, loggers and trainer
+from the Hydra config, resolves `resume`, fits, and writes `manifest.json` into the run dir:
+resolved config, model config, tokenizer fingerprint, parent, final metrics, checkpoint paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from lmforge.checkpoint import MANIFEST_FILE, RUN_TOKENIZER_DIR, latest_checkpoint, resolve_checkpoint
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKENIZER_PATH = "artifacts/tokenizer/default"
+DEFAULT_CORPUS_DIR = "artifacts/default_corpus"
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """Lightning's ModelParallelStrategy as pure FSDP2: one data-parallel mesh over all ranks.
+
+    The parent's "auto" sizes mean tensor parallel within a node; sharding is done by
+    `BaseStage.configure_model` (`fully_shard` per DecoderLayer) on the `data_parallel` mesh.
+    """
+
+    def __init__(self, save_distributed_checkpoint: bool = True, **kwargs: Any) -> None:
+        super().__init__(tensor_parallel_size=1, save_distributed_checkpoint=save_distributed_checkpoint, **kwargs)
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size = self.num_processes * self.num_nodes
+        super().setup_environment()
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every `_target_` entry of a named group (callbacks, logger); empty -> []."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def stage_choice(cfg: DictConfig) -> str:
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get("stage") or "pretrain"
+    return "pretrain"
+
+
+def resolve_resume(cfg: DictConfig) -> str | None:
+    """`resume=auto`: newest `last*.ckpt` of this stage under `output_root`; else an explicit path."""
+    resume = cfg.get("resume")
+    if not resume:
+        return None
+    if resume == "auto":
+        root = Path(cfg.output_root) / stage_choice(cfg)
+        found = latest_checkpoint(root, pattern="last*.ckpt")
+        if found is None:
+            log.info("resume=auto: no checkpoint under %s; starting a fresh run", root)
+            return None
+        log.info("resume=auto: continuing from %s", found)
+        return str(found)
+    return str(resolve_checkpoint(resume))
+
+
+def ensure_default_tokenizer(cfg: DictConfig) -> None:
+    """The default run trains its tokenizer on the embedded corpus on first use."""
+    path = Path(cfg.tokenizer.path)
+    if (path / "tokenizer.json").is_file() or path.is_file():
+        return
+    if path != Path(DEFAULT_TOKENIZER_PATH):
+        raise FileNotFoundError(f"tokenizer.path={path} does not exist; train one with the tokenizer CLI first")
+    from lmforge.data.default_corpus import ensure_default_corpus, iter_corpus_texts
+    from lmforge.tokenizer import train_tokenizer
+
+    corpus = ensure_default_corpus(DEFAULT_CORPUS_DIR)
+    log.info("training the default tokenizer on %s -> %s", corpus, path)
+    tokenizer = train_tokenizer(iter_corpus_texts(corpus), vocab_size=int(cfg.model.vocab_size))
+    tokenizer.save(path)
+
+
+@rank_zero_only
+def _prepare_run_dir(run_dir: Path, tokenizer) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # A self-contained run: `load_for_inference(run_dir)` finds the tokenizer without the config.
+    tokenizer.save(run_dir / RUN_TOKENIZER_DIR)
+
+
+def _checkpoint_paths(trainer: L.Trainer) -> tuple[str | None, str | None]:
+    best = last = None
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            best = best or callback.best_model_path or None
+            last = last or callback.last_model_path or None
+    return best, last
+
+
+def build_manifest(cfg: DictConfig, module, trainer: L.Trainer, resumed_from: str | None, status: str) -> dict:
+    best, last = _checkpoint_paths(trainer)
+    lineage = module.lineage()
+    return {
+        "kind": "training_run",
+        "status": status,
+        "stage": lineage["stage"],
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "run_dir": str(Path(cfg.run_dir).resolve()),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "model_config": lineage["model_config"],
+        "num_params": module.model_config.num_params(),
+        "tokenizer_fingerprint": lineage["tokenizer_fingerprint"],
+        "tokenizer_path": lineage["tokenizer_path"],
+        "parent": lineage["parent"],
+        "resumed_from": resumed_from,
+        "global_step": trainer.global_step,
+        "final_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
+        "best_checkpoint": str(Path(best).resolve()) if best else None,
+        "last_checkpoint": str(Path(last).resolve()) if last else None,
+    }
+
+
+@rank_zero_only
+def write_manifest(run_dir: Path, manifest: dict) -> Path:
+    path = run_dir / MANIFEST_FILE
+    path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return path
+
+
+def fit_from_config(cfg: DictConfig) -> dict:
+    """Instantiate everything the config names, fit, and write the run manifest."""
+    run_dir = Path(cfg.run_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    ensure_default_tokenizer(cfg)
+    datamodule = instantiate(cfg.datamodule)
+    module = instantiate(cfg.module, _convert_="all")
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
+    )
+    resumed_from = resolve_resume(cfg)
+    _prepare_run_dir(run_dir, module.tokenizer)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resumed_from)
+    except BaseException as err:
+        write_manifest(run_dir, build_manifest(cfg, module, trainer, resumed_from, f"failed: {err}"))
+        raise
+    manifest = build_manifest(cfg, module, trainer, resumed_from, "completed")
+    write_manifest(run_dir, manifest)
+    return manifest
+
+
+@rank_zero_only
+def print_summary(manifest: dict) -> None:
+    """The CLI's closing lines: where the artifacts went."""
+    metrics = manifest["final_metrics"]
+    shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("train/loss", "val/loss") if k in metrics)
+    print(f"\nfinished {manifest['stage']} after {manifest['global_step']} steps ({shown})")
+    print(f"  last checkpoint: {manifest['last_checkpoint']}")
+    print(f"  best checkpoint: {manifest['best_checkpoint']}")
+    print(f"  manifest:        {Path(manifest['run_dir']) / MANIFEST_FILE}")

@@ -1,0 +1,35 @@
+"""Train any lmforge stage: `python src/train.py [stage=pretrain] [model=tiny] [group=option ...]`.
+
+Composes conf/train.yaml, then either fits (`lmforge.training.fit_from_config`) or, when the
+composed config names a `runner` (e.g. conf/stage/cai.yaml: generate data, then run stages),
+hands the whole config to it. All logic lives in `lmforge`; this file only wires Hydra.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from lmforge.config_schema import register_configs
+from lmforge.training import fit_from_config, print_summary
+
+log = logging.getLogger(__name__)
+
+register_configs()  # typed schemas must be in the ConfigStore before Hydra composes
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    if cfg.get("runner") is not None:
+        return instantiate(cfg.runner)(cfg)
+    manifest = fit_from_config(cfg)
+    print_summary(manifest)
+    # Returned for Hydra sweepers (e.g. Optuna) that minimise a metric.
+    return manifest["final_metrics"].get("val/loss")
+
+
+if __name__ == "__main__":
+    main()
