@@ -16,6 +16,7 @@ Massive Datasets, ch. 3.4).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -29,8 +30,7 @@ from scipy.sparse.csgraph import connected_components
 
 from data_pipeline.io_utils import atomic_path
 
-_NON_WORD = re.compile(r"[^\w\s]+")
-_SPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w+")
 
 
 @dataclass
@@ -51,10 +51,15 @@ class DedupConfig:
         return self.bands * self.rows
 
 
+def normalized_words(text: str) -> list[str]:
+    """NFKC, lowercase, punctuation dropped: the words that decide 'same text'."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return _WORD.findall(text.lower())
+
+
 def normalize(text: str) -> str:
-    """Lowercase, NFKC, punctuation stripped, whitespace collapsed: what 'same text' means."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return _SPACE.sub(" ", _NON_WORD.sub(" ", text)).strip()
+    return " ".join(normalized_words(text))
 
 
 def exact_hash(normalized: str) -> int:
@@ -63,20 +68,72 @@ def exact_hash(normalized: str) -> int:
 
 
 def shingles(normalized: str, n: int) -> list[str]:
+    """Word n-gram strings (reference definition; ``signatures`` hashes the same n-grams numerically)."""
     words = normalized.split()
     if len(words) < n:
         return [" ".join(words)]
     return [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
 
 
+def _shingle_hashes(word_hashes: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hash every in-document word n-gram from per-word u64 hashes, for all documents at once.
+
+    A shingle hash is a polynomial in its words' hashes (wrapping u64 arithmetic). Windows
+    that would straddle two documents are masked out. A document shorter than n words gets
+    one shingle over all its words; an empty one a single zero token.
+    """
+    total = len(word_hashes)
+    lengths = np.diff(offsets)
+    windows = max(total - n + 1, 0)
+    h = np.zeros(windows, dtype=np.uint64)
+    for k in range(n):
+        h = h * np.uint64(0x100000001B3) + word_hashes[k:k + windows]
+    # Window i is valid when it ends inside the document where it starts.
+    doc_of_start = np.repeat(np.arange(len(lengths)), lengths)[:windows]
+    valid = np.arange(windows) + n <= offsets[1:][doc_of_start] if windows else np.zeros(0, bool)
+    rows: list[np.ndarray] = []
+    counts = np.maximum(lengths - n + 1, 0)
+    starts = offsets[:-1]
+    kept = h[valid]
+    kept_offsets = np.concatenate([[0], np.cumsum(counts)])
+    for doc in np.flatnonzero(counts == 0):  # short documents: one shingle each (rare)
+        short = 0
+        for w in word_hashes[starts[doc]:starts[doc] + lengths[doc]].tolist():
+            short = (short * 0x100000001B3 + w) & 0xFFFFFFFFFFFFFFFF  # same wrap as the numpy path
+        rows.append((int(doc), np.uint64(short)))
+    if not rows:
+        return kept, kept_offsets
+    # Splice the short documents' single shingles in at their positions.
+    counts = counts.copy()
+    counts[[d for d, _ in rows]] = 1
+    out = np.empty(int(counts.sum()), dtype=np.uint64)
+    out_offsets = np.concatenate([[0], np.cumsum(counts)])
+    for doc in range(len(lengths)):
+        a, b = kept_offsets[doc], kept_offsets[doc + 1]
+        if b > a:
+            out[out_offsets[doc]:out_offsets[doc + 1]] = kept[a:b]
+    for doc, value in rows:
+        out[out_offsets[doc]] = value
+    return out, out_offsets
+
+
 def signatures(texts: Sequence[str], cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(exact hashes uint64 [N], MinHash signatures uint32 [N, bands*rows])."""
-    normalized = [normalize(t) for t in texts]
-    hashes = np.array([exact_hash(t) for t in normalized], dtype=np.uint64)
+    """(exact hashes uint64 [N], MinHash signatures uint32 [N, bands*rows]).
+
+    Words are hashed in Rust (rensa), n-grams combined in numpy, and MinHash computed in
+    Rust over one flat buffer: no Python object per shingle.
+    """
+    words = [normalized_words(t) for t in texts]
+    hashes = np.array([exact_hash(" ".join(w)) for w in words], dtype=np.uint64)
     if not texts:
         return hashes, np.zeros((0, cfg.num_perm), dtype=np.uint32)
-    matrix = RMinHash.digest_matrix_from_token_sets([shingles(t, cfg.ngram) for t in normalized],
-                                                    cfg.num_perm, cfg.seed)
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    flat = np.fromiter(itertools.chain.from_iterable(RMinHash.hash_token_sets(words)), dtype=np.uint64,
+                       count=int(offsets[-1]))
+    shingle_hashes, shingle_offsets = _shingle_hashes(flat, offsets, cfg.ngram)
+    matrix = RMinHash.digest_matrix_from_flat_token_hashes(shingle_hashes, shingle_offsets.astype(np.uint64),
+                                                           cfg.num_perm, cfg.seed)
     return hashes, np.asarray(matrix.to_rows(), dtype=np.uint32)
 
 

@@ -21,16 +21,17 @@ class StepStats:
     bytes_out: int = 0
     removed: Counter = field(default_factory=Counter)  # reason -> docs
     modified: Counter = field(default_factory=Counter)  # e.g. pii kind -> spans redacted
+    seconds: float = 0.0  # CPU time in this step, summed over shards
 
     def to_dict(self) -> dict[str, Any]:
         return {"docs_in": self.docs_in, "docs_out": self.docs_out, "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "removed": dict(self.removed.most_common()),
-                "modified": dict(self.modified.most_common())}
+                "modified": dict(self.modified.most_common()), "seconds": round(self.seconds, 4)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StepStats":
         return cls(d["docs_in"], d["docs_out"], d["bytes_in"], d["bytes_out"], Counter(d["removed"]),
-                   Counter(d.get("modified", {})))
+                   Counter(d.get("modified", {})), d.get("seconds", 0.0))
 
     def merge(self, other: "StepStats") -> None:
         self.docs_in += other.docs_in
@@ -39,6 +40,7 @@ class StepStats:
         self.bytes_out += other.bytes_out
         self.removed.update(other.removed)
         self.modified.update(other.modified)
+        self.seconds += other.seconds
 
 
 class Funnel:
@@ -69,11 +71,13 @@ class Funnel:
         return sorted(rows, key=lambda r: (-r[2], r[0], r[1]))[:k]
 
     def table(self) -> str:
-        lines = [f"{'step':<12}{'docs in':>10}{'docs out':>10}{'MB in':>9}{'MB out':>9}  top removal reasons"]
+        lines = [f"{'step':<12}{'docs in':>9}{'docs out':>9}{'MB in':>8}{'MB out':>8}{'docs/s':>9}"
+                 "  top removal reasons"]
         for name, s in self.steps.items():
             reasons = ", ".join(f"{r} {n}" for r, n in s.removed.most_common(3))
-            lines.append(f"{name:<12}{s.docs_in:>10}{s.docs_out:>10}{s.bytes_in / 1e6:>9.2f}"
-                         f"{s.bytes_out / 1e6:>9.2f}  {reasons}")
+            speed = f"{s.docs_in / s.seconds:>9.0f}" if s.seconds > 0 else f"{'-':>9}"
+            lines.append(f"{name:<12}{s.docs_in:>9}{s.docs_out:>9}{s.bytes_in / 1e6:>8.2f}"
+                         f"{s.bytes_out / 1e6:>8.2f}{speed}  {reasons}")
         return "\n".join(lines)
 
 

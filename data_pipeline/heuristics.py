@@ -12,12 +12,14 @@ Each filter returns the first failed rule as the removal reason (``gopher_word_c
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass, field
+
+import numpy as np
+from rensa import RMinHash
 
 from data_pipeline.records import Document
 
-WORD_RE = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]+")
+WORD_RE = re.compile(r"\w+(?:['’]\w+)*")
 ALPHA_RE = re.compile(r"[^\W\d_]")
 TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", ":", ";")
 BULLETS = ("•", "*", "-", "–", "‣", "◦", "·", "●", "▪")
@@ -89,11 +91,12 @@ class HeuristicsConfig:
 
 
 def words_of(text: str) -> list[str]:
-    return [w for w in WORD_RE.findall(text) if ALPHA_RE.search(w) or w.isdigit()]
+    """Word tokens (letters/digits, inner apostrophes); punctuation is not a word."""
+    return WORD_RE.findall(text)
 
 
-def gopher_quality(text: str, cfg: GopherQualityConfig) -> str | None:
-    words = words_of(text)
+def gopher_quality(text: str, cfg: GopherQualityConfig, words: list[str] | None = None) -> str | None:
+    words = words_of(text) if words is None else words
     n = len(words)
     if n < cfg.min_words or n > cfg.max_words:
         return "gopher_word_count"
@@ -109,9 +112,10 @@ def gopher_quality(text: str, cfg: GopherQualityConfig) -> str | None:
             return "gopher_bullet_lines"
         if sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines) > cfg.max_ellipsis_lines_ratio:
             return "gopher_ellipsis_lines"
-    if sum(bool(ALPHA_RE.search(w)) for w in words) / n < cfg.min_alpha_words_ratio:
+    non_alpha = sum(1 for w in words if not w.isalpha() and not ALPHA_RE.search(w))  # isalpha: fast path
+    if 1 - non_alpha / n < cfg.min_alpha_words_ratio:
         return "gopher_alpha_words"
-    lowered = {w.lower() for w in words}
+    lowered = set(words) if words[0].islower() or words[0].isdigit() else {w.lower() for w in words}
     if sum(s in lowered for s in GOPHER_STOP_WORDS) < cfg.min_stop_words:
         return "gopher_stop_words"
     return None
@@ -133,32 +137,82 @@ def _dup_fraction(items: list[str]) -> tuple[float, float]:
     return dup_items / len(items), dup_chars / total_chars
 
 
-def _top_ngram_char_frac(words: list[str], n: int) -> float:
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-    if not grams:
+def _ngram_hashes(word_ids: np.ndarray, max_n: int) -> dict[int, np.ndarray]:
+    """Polynomial hashes of every n-gram window for n = 1..max_n, each built from the (n-1)-grams.
+
+    uint64 arithmetic wraps, which is fine: only equality of hashes is used.
+    """
+    hashes = {1: word_ids}
+    for n in range(2, max_n + 1):
+        prev = hashes[n - 1]
+        if len(prev) < 2:
+            break
+        hashes[n] = prev[:-1] * np.uint64(1_000_003) + word_ids[n - 1:]
+    return hashes
+
+
+def _groups(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first index of each distinct value, its count); a lean np.unique for small arrays."""
+    order = hashes.argsort(kind="stable")
+    ordered = hashes[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    counts = np.diff(np.append(starts, len(hashes)))
+    return order[starts], counts  # stable sort: the group's first sorted item is its earliest
+
+
+def _top_ngram_char_frac(grams: dict[int, np.ndarray], lengths: np.ndarray, n: int) -> float:
+    """Characters of the most frequent n-gram times its count, over all word characters."""
+    if n not in grams:
         return 0.0
-    gram, count = grams.most_common(1)[0]
-    if count < 2:
+    first, counts = _groups(grams[n])
+    if counts.max() < 2:
         return 0.0
-    return sum(map(len, gram)) * count / (sum(map(len, words)) or 1)
+    tied = np.flatnonzero(counts == counts.max())
+    top = int(tied[np.argmin(first[tied])])  # ties: the n-gram seen first, as Counter.most_common does
+    start = first[top]
+    return float(lengths[start:start + n].sum() * counts[top] / max(lengths.sum(), 1))
 
 
-def _dup_ngram_char_frac(words: list[str], n: int) -> float:
-    """Characters of words covered by any n-gram seen before (overlaps counted once)."""
-    seen: set[tuple[str, ...]] = set()
-    covered = [False] * len(words)
-    for i in range(len(words) - n + 1):
-        gram = tuple(words[i:i + n])
-        if gram in seen:
-            for j in range(i, i + n):
-                covered[j] = True
-        else:
-            seen.add(gram)
-    total = sum(map(len, words)) or 1
-    return sum(len(w) for w, c in zip(words, covered) if c) / total
+def _dup_ngram_char_fracs(grams: dict[int, np.ndarray], lengths: np.ndarray, ns: list[int]) -> dict[int, float]:
+    """For each n: characters of words covered by an n-gram seen earlier in the text (overlaps once).
+
+    All n are done in one 2-D sort (rows = n) because per-call numpy overhead, not arithmetic,
+    dominates on page-sized inputs.
+    """
+    ns = [n for n in ns if n in grams]
+    out = {n: 0.0 for n in ns}
+    if not ns:
+        return out
+    width = max(len(grams[n]) for n in ns)
+    matrix = np.empty((len(ns), width), dtype=np.uint64)
+    for row, n in enumerate(ns):
+        g = grams[n]
+        matrix[row, :len(g)] = g
+        # Padding must not equal any real hash or any other pad: descending from 2^64-1.
+        matrix[row, len(g):] = np.uint64(2**64 - 1) - np.arange(width - len(g), dtype=np.uint64)
+    order = matrix.argsort(axis=1, kind="stable")
+    ordered = np.take_along_axis(matrix, order, axis=1)
+    new_group = np.ones_like(ordered, dtype=bool)
+    new_group[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    first = np.zeros_like(new_group)
+    rows, _ = np.nonzero(new_group)
+    first[rows, order[new_group]] = True  # stable sort: a group's first sorted item is its earliest
+    n_of_row = np.array(ns)
+    valid = np.arange(width)[None, :] < np.array([len(grams[n]) for n in ns])[:, None]
+    rows, cols = np.nonzero(~first & valid)
+    cover = np.zeros((len(ns), len(lengths) + 1), dtype=np.int32)
+    np.add.at(cover, (rows, cols), 1)
+    np.add.at(cover, (rows, cols + n_of_row[rows]), -1)
+    covered = np.cumsum(cover[:, :-1], axis=1) > 0
+    fracs = (covered * lengths[None, :]).sum(axis=1) / max(int(lengths.sum()), 1)
+    return {n: float(f) for n, f in zip(ns, fracs)}
 
 
-def gopher_repetition(text: str, cfg: GopherRepetitionConfig) -> str | None:
+def _dup_ngram_char_frac(grams: dict[int, np.ndarray], lengths: np.ndarray, n: int) -> float:
+    return _dup_ngram_char_fracs(grams, lengths, [n]).get(n, 0.0)
+
+
+def gopher_repetition(text: str, cfg: GopherRepetitionConfig, words: list[str] | None = None) -> str | None:
     paragraphs = [p.strip() for p in re.split(r"\n{2,}", text) if p.strip()]
     para_frac, para_char_frac = _dup_fraction(paragraphs)
     if para_frac > cfg.max_dup_para_frac:
@@ -171,12 +225,19 @@ def gopher_repetition(text: str, cfg: GopherRepetitionConfig) -> str | None:
         return "gopher_dup_lines"
     if line_char_frac > cfg.max_dup_line_char_frac:
         return "gopher_dup_line_chars"
-    words = [w.lower() for w in words_of(text)]
-    for n, limit in sorted(cfg.top_ngram_char_frac.items(), key=lambda kv: int(kv[0])):
-        if _top_ngram_char_frac(words, int(n)) > limit:
+    words = words_of(text.lower()) if words is None else words
+    if not words:
+        return None
+    word_ids = np.asarray(RMinHash.hash_token_sets([words])[0], dtype=np.uint64)  # hashed in Rust
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    top, dup = cfg.top_ngram_char_frac, cfg.dup_ngram_char_frac
+    grams = _ngram_hashes(word_ids, max(int(n) for n in [*top, *dup, "1"]))
+    for n, limit in sorted(top.items(), key=lambda kv: int(kv[0])):
+        if _top_ngram_char_frac(grams, lengths, int(n)) > limit:
             return f"gopher_top_{n}gram"
-    for n, limit in sorted(cfg.dup_ngram_char_frac.items(), key=lambda kv: int(kv[0])):
-        if _dup_ngram_char_frac(words, int(n)) > limit:
+    fracs = _dup_ngram_char_fracs(grams, lengths, sorted(int(n) for n in dup))
+    for n, limit in sorted(dup.items(), key=lambda kv: int(kv[0])):
+        if fracs.get(int(n), 0.0) > limit:
             return f"gopher_dup_{n}gram"
     return None
 
@@ -197,7 +258,7 @@ def c4_filter(doc: Document, cfg: C4Config) -> str | None:
                 kept.append("")  # keep paragraph breaks
             continue
         words = stripped.split()
-        if any(len(w) > cfg.max_word_length for w in words):
+        if len(stripped) > cfg.max_word_length and max(map(len, words)) > cfg.max_word_length:
             return "c4_long_word"
         if cfg.drop_lines_without_terminal_punct and not stripped.endswith(TERMINAL_PUNCT):
             continue
@@ -245,9 +306,10 @@ class HeuristicFilter:
         cfg = self.cfg
         if cfg.domains is not None and doc.domain not in cfg.domains:
             return None
-        if cfg.gopher_repetition.enabled and (why := gopher_repetition(doc.text, cfg.gopher_repetition)):
+        words = words_of(doc.text.lower())  # tokenised once for both Gopher filters
+        if cfg.gopher_repetition.enabled and (why := gopher_repetition(doc.text, cfg.gopher_repetition, words)):
             return why
-        if cfg.gopher_quality.enabled and (why := gopher_quality(doc.text, cfg.gopher_quality)):
+        if cfg.gopher_quality.enabled and (why := gopher_quality(doc.text, cfg.gopher_quality, words)):
             return why
         if cfg.c4.enabled and (why := c4_filter(doc, cfg.c4)):
             return why

@@ -126,7 +126,9 @@ def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
                 continue
             stats.docs_in += 1
             stats.bytes_in += size
+            started = time.perf_counter()
             reason = step(doc)
+            stats.seconds += time.perf_counter() - started
             if reason:
                 stats.removed[reason] += 1
                 break
@@ -139,11 +141,14 @@ def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
             kept.append(doc)
     read.docs_in += sum(read_stats.corrupt.values())
     read.removed.update(read_stats.corrupt)
+    started = time.perf_counter()
     hashes, sigs = signatures([d.text for d in kept], cfg.dedup)
+    signature_seconds = time.perf_counter() - started  # reported on the dedup row
     write_jsonl_gz(work.processed(shard.name), (d.to_json() for d in kept))
     save_signatures(work.signatures(shard.name), [d.id for d in kept], hashes, sigs,
                     np.array([d.num_bytes for d in kept], dtype=np.int64))
     result = {"shard": shard.name, "funnel": {"read": read.to_dict(), **funnel.to_dict()},
+              "signature_seconds": signature_seconds,
               "domains": [d.domain for d in kept], "corrupt_examples": read_stats.examples}
     write_json(marker, result, sort_keys=False)
     return result
@@ -277,6 +282,7 @@ def run_pipeline(cfg: PipelineConfig | dict | Any = None, **overrides: Any) -> P
     for result in processed:
         funnel.merge(Funnel.from_dict(result["funnel"]))
     funnel.merge(Funnel.from_dict({"dedup": decisions["funnel"]}))
+    funnel.step("dedup").seconds += sum(r["signature_seconds"] for r in processed)
     for m in mixed:
         funnel.merge(Funnel.from_dict({"mix": m["funnel"]}))
     counts: dict[str, int] = {}
@@ -329,6 +335,7 @@ def _global_dedup(cfg: PipelineConfig, work: WorkDir, shards: list[Shard]) -> di
     if cfg.dedup.domains is not None:
         domains = [d for s in shards for d in read_json(work.marker("process", s.name))["domains"]]
         eligible = np.array([d in cfg.dedup.domains for d in domains], dtype=bool)
+    started = time.perf_counter()
     result = find_duplicates(all_hashes, all_sigs, cfg.dedup, eligible)
     drops: dict[str, dict[str, str]] = {}
     stats = Funnel().step("dedup")
@@ -338,6 +345,7 @@ def _global_dedup(cfg: PipelineConfig, work: WorkDir, shards: list[Shard]) -> di
         drops.setdefault(shard_name, {})[str(line)] = reason
         stats.removed[reason] += 1
     stats.docs_out = stats.docs_in - len(result.drop)
+    stats.seconds = time.perf_counter() - started
     all_sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
     stats.bytes_in = int(all_sizes.sum())
     stats.bytes_out = stats.bytes_in - int(sum(all_sizes[row] for row in result.drop))

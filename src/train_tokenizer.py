@@ -18,7 +18,7 @@ def main(cfg: DictConfig) -> None:
     summary = run_tokenizer_job(job)
     print(
         f"tokenizer  {summary.out_dir}\n"
-        f"vocab      {summary.vocab_size}\n"
+        f"vocab      {summary.vocab_size} (asked {summary.requested_vocab_size})\n"
         f"sample     {summary.train_docs} docs / {summary.train_bytes / 1e6:.2f} MB trained on, "
         f"{summary.heldout_docs} docs / {summary.heldout_bytes / 1e6:.2f} MB held out\n"
         f"bytes/tok  {summary.bytes_per_token:.3f} (held-out sample)\n"

@@ -8,6 +8,8 @@ the dataclasses the code itself uses (`ModelConfig`, `OptimConfig`): one source 
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from hydra.core.config_store import ConfigStore
 
 from lmforge.model import ModelConfig
@@ -21,3 +23,21 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     for name, node in SCHEMAS.items():
         store.store(group="schema", name=name, node=node)
+
+
+class UnknownConfigKeyError(ValueError):
+    """A key was forced into a typed node (`+model.typo=3`) that its schema does not have."""
+
+
+def validate_config(cfg) -> None:
+    """`+group.key=v` bypasses the schema at compose time; catch such keys before they are dropped."""
+    for name, schema in SCHEMAS.items():
+        node = cfg.get(name)
+        if node is None:
+            continue
+        unknown = sorted(set(node.keys()) - {f.name for f in fields(schema)})
+        if unknown:
+            raise UnknownConfigKeyError(
+                f"unknown key(s) {[f'{name}.{k}' for k in unknown]}; {schema.__name__} has "
+                f"{sorted(f.name for f in fields(schema))}"
+            )

@@ -11,6 +11,7 @@ the remaining work shrinks as sequences finish and the loop ends once all have.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -18,6 +19,7 @@ import torch
 
 from lmforge.model import Transformer
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class SamplingConfig:
@@ -107,7 +109,7 @@ def generate(
 
 
 def _generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, pad_id: int) -> GenerationOutput:
-    device = model.embed_tokens.weight.device
+    device = next(model.parameters()).device
     batch = len(prompts)
     completions: list[list[int]] = [[] for _ in prompts]
     finished = [False] * batch
@@ -120,6 +122,10 @@ def _generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
 
     ids, is_real = _left_pad(prompts, pad_id, device)
     width = ids.shape[1]
+    longest = max(len(p) for p in prompts) + cfg.max_new_tokens
+    if longest > model.config.max_seq_len:
+        log.warning("generating up to %d positions, past the model's max_seq_len=%d (RoPE extrapolates "
+                    "poorly beyond the trained length)", longest, model.config.max_seq_len)
     cache = model.new_kv_cache(batch, width + cfg.max_new_tokens)
     # Keys a query may see: real tokens at or before it. A pad query may see only itself, so
     # its softmax has a finite row (its output is never used).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,6 +19,8 @@ from pathlib import Path
 import jinja2
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+log = logging.getLogger(__name__)
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 ROLE_MARKERS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
@@ -236,6 +239,7 @@ class TokenizerSummary:
     out_dir: str
     fingerprint: str
     vocab_size: int
+    requested_vocab_size: int  # after rounding; a small sample may not yield that many merges
     train_docs: int
     train_bytes: int
     heldout_docs: int
@@ -299,12 +303,16 @@ def run_tokenizer_job(job: TokenizerJobConfig) -> TokenizerSummary:
     if not train:
         raise ValueError(f"no training text found in {source}")
     tokenizer = train_tokenizer(train, job.vocab_size, job.min_frequency, job.show_progress, length=len(train))
+    if tokenizer.vocab_size < round_vocab(job.vocab_size):
+        log.warning("the training sample yielded only %d of %d tokens (too few distinct pairs)",
+                    tokenizer.vocab_size, round_vocab(job.vocab_size))
     heldout_tokens = sum(len(ids) for ids in tokenizer.encode_batch(heldout))
     out_dir = tokenizer.save(job.out_dir)
     summary = TokenizerSummary(
         out_dir=str(out_dir),
         fingerprint=tokenizer.fingerprint,
         vocab_size=tokenizer.vocab_size,
+        requested_vocab_size=round_vocab(job.vocab_size),
         train_docs=len(train),
         train_bytes=train_bytes,
         heldout_docs=len(heldout),
@@ -316,6 +324,7 @@ def run_tokenizer_job(job: TokenizerJobConfig) -> TokenizerSummary:
         "kind": "tokenizer",
         "fingerprint": tokenizer.fingerprint,
         "vocab_size": tokenizer.vocab_size,
+        "requested_vocab_size": summary.requested_vocab_size,
         "bytes_per_token": round(summary.bytes_per_token, 4),
         "sample": {k: getattr(summary, k) for k in
                    ("train_docs", "train_bytes", "heldout_docs", "heldout_bytes", "heldout_tokens")},

@@ -17,11 +17,12 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from lmforge.config_schema import validate_config
 from lmforge.checkpoint import MANIFEST_FILE, RUN_TOKENIZER_DIR, latest_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -138,14 +139,17 @@ def write_manifest(run_dir: Path, manifest: dict) -> Path:
 
 def fit_from_config(cfg: DictConfig) -> dict:
     """Instantiate everything the config names, fit, and write the run manifest."""
+    validate_config(cfg)
     run_dir = Path(cfg.run_dir)
     L.seed_everything(cfg.seed, workers=True)
     ensure_default_tokenizer(cfg)
     datamodule = instantiate(cfg.datamodule)
     module = instantiate(cfg.module, _convert_="all")
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
-    )
+    loggers = instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not loggers:  # Lightning refuses an LR monitor with nothing to log to (logger=none)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     resumed_from = resolve_resume(cfg)
     _prepare_run_dir(run_dir, module.tokenizer)
     try:

@@ -50,15 +50,18 @@ def test_votes_cast_in_a_real_browser_and_no_model_name_is_served(arena):
                                     args=["--no-sandbox", "--disable-background-networking", "--disable-gpu",
                                           "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions"])
         page = browser.new_page()
-        page.on("response", lambda r: served.append(b"".join(f"{k}: {v}\n".encode() for k, v in r.headers.items())
-                                                    + r.body()))
-        page.goto(f"{url}/?annotator=alice")
+        responses = []
+        page.on("response", lambda response: responses.append(response))
+        with page.expect_response(lambda r: "/api/next" in r.url):
+            page.goto(f"{url}/?annotator=alice")
         for choice in ("Left is better", "Right is better", "Tie"):
             page.wait_for_selector("#task:not([hidden])")
             shown.append((page.inner_text("#left"), page.inner_text("#right")))
-            page.get_by_role("button", name=choice).click()
-            page.wait_for_load_state("networkidle")
+            with page.expect_response(lambda r: "/api/next" in r.url):  # the vote, then the next pair
+                page.get_by_role("button", name=choice).click()
         page.wait_for_function("document.getElementById('status').textContent.includes('All pairs judged')")
+        for response in responses:
+            served.append(b"".join(f"{k}: {v}\n".encode() for k, v in response.headers.items()) + response.body())
         served.append(page.content().encode())
         browser.close()
 

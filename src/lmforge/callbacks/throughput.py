@@ -17,7 +17,7 @@ from lightning.fabric.utilities.throughput import Throughput
 
 
 class ThroughputMFU(L.Callback):
-    def __init__(self, peak_flops_per_second: float | None = None, window_size: int = 20) -> None:
+    def __init__(self, peak_flops_per_second: float | None = None, window_size: int = 10) -> None:
         self.peak_flops_per_second = peak_flops_per_second
         self.window_size = window_size
         self._throughput: Throughput | None = None

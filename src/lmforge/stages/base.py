@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -138,7 +139,11 @@ class BaseStage(L.LightningModule):
         on_meta = mesh is not None and self.meta_init
         if on_meta and self.peft_config:
             raise ValueError("module.meta_init=true with peft is not supported; set module.meta_init=false")
-        model = build_model(self.model_config, device="meta" if on_meta else None)
+        # Seeded here, not by whatever RNG state the strategy's setup left: a model built by
+        # 1 process, by each DDP/FSDP rank, or after a resume starts from the same weights.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+            model = build_model(self.model_config, device="meta" if on_meta else None)
         if self.init_from and not on_meta:
             model.load_state_dict(load_for_inference(self.init_from).model.state_dict())
         if self.peft_config:
