@@ -69,7 +69,8 @@ def _is_private_ip(ip: str) -> bool:
 class PiiFilter:
     name = "pii"
 
-    def __init__(self, cfg: PiiConfig) -> None:
+    def __init__(self, cfg: PiiConfig, domains: list[str] | None = None) -> None:
+        self.domains = domains
         if cfg.mode not in ("redact", "drop"):
             raise ValueError(f"content.pii.mode must be 'redact' or 'drop', got {cfg.mode!r}")
         self.cfg = cfg
@@ -159,8 +160,9 @@ class MalwareConfig:
 class MalwareFilter:
     name = "malware"
 
-    def __init__(self, cfg: MalwareConfig) -> None:
+    def __init__(self, cfg: MalwareConfig, domains: list[str] | None = None) -> None:
         self.cfg = cfg
+        self.domains = domains
 
     def __call__(self, doc: Document) -> str | None:
         lowered = doc.text.lower()
@@ -199,8 +201,9 @@ class ToxicityFilter:
 
     name = "toxicity"
 
-    def __init__(self, cfg: ToxicityConfig, classifier=None) -> None:
+    def __init__(self, cfg: ToxicityConfig, classifier=None, domains: list[str] | None = None) -> None:
         self.cfg = cfg
+        self.domains = domains
         self.words = load_word_list(cfg.word_list)
         self.classifier = classifier
 

@@ -35,6 +35,7 @@ def extract_text(html: str, method: str = "resiliparse", main_content: bool = Tr
 
 class HtmlExtractor:
     name = "extract"
+    domains = None  # every document with HTML is extracted
 
     def __init__(self, cfg: ExtractConfig) -> None:
         self.cfg = cfg

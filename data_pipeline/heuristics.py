@@ -151,54 +151,71 @@ def _ngram_hashes(word_ids: np.ndarray, max_n: int) -> dict[int, np.ndarray]:
     return hashes
 
 
-def _groups(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(first index of each distinct value, its count); a lean np.unique for small arrays."""
-    order = hashes.argsort(kind="stable")
-    ordered = hashes[order]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    counts = np.diff(np.append(starts, len(hashes)))
-    return order[starts], counts  # stable sort: the group's first sorted item is its earliest
+def _sorted_rows(grams: dict[int, np.ndarray], ns: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack the n-gram hash arrays of several n as rows and sort each row (stable).
+
+    Returns (order, new_group, valid): per-call numpy overhead, not arithmetic, dominates on
+    page-sized inputs, so every n is handled in one 2-D call. Padding cells get distinct
+    values from 2^64-1 down, so they never group with anything.
+    """
+    width = max(len(grams[n]) for n in ns)
+    matrix = np.empty((len(ns), width), dtype=np.uint64)
+    lengths = np.array([len(grams[n]) for n in ns])
+    for row, n in enumerate(ns):
+        matrix[row, :lengths[row]] = grams[n]
+        matrix[row, lengths[row]:] = np.uint64(2**64 - 1) - np.arange(width - lengths[row], dtype=np.uint64)
+    order = matrix.argsort(axis=1, kind="stable")
+    ordered = np.take_along_axis(matrix, order, axis=1)
+    new_group = np.ones_like(ordered, dtype=bool)
+    new_group[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    valid = np.arange(width)[None, :] < lengths[:, None]
+    return order, new_group, valid
 
 
-def _top_ngram_char_frac(grams: dict[int, np.ndarray], lengths: np.ndarray, n: int) -> float:
-    """Characters of the most frequent n-gram times its count, over all word characters."""
-    if n not in grams:
-        return 0.0
-    first, counts = _groups(grams[n])
-    if counts.max() < 2:
-        return 0.0
-    tied = np.flatnonzero(counts == counts.max())
-    top = int(tied[np.argmin(first[tied])])  # ties: the n-gram seen first, as Counter.most_common does
-    start = first[top]
-    return float(lengths[start:start + n].sum() * counts[top] / max(lengths.sum(), 1))
+def _top_ngram_char_fracs(grams: dict[int, np.ndarray], lengths: np.ndarray, ns: list[int]) -> dict[int, float]:
+    """For each n: characters of the most frequent n-gram times its count, over all word characters.
 
-
-def _dup_ngram_char_fracs(grams: dict[int, np.ndarray], lengths: np.ndarray, ns: list[int]) -> dict[int, float]:
-    """For each n: characters of words covered by an n-gram seen earlier in the text (overlaps once).
-
-    All n are done in one 2-D sort (rows = n) because per-call numpy overhead, not arithmetic,
-    dominates on page-sized inputs.
+    Ties go to the n-gram seen first, as ``Counter.most_common`` does.
     """
     ns = [n for n in ns if n in grams]
     out = {n: 0.0 for n in ns}
     if not ns:
         return out
-    width = max(len(grams[n]) for n in ns)
-    matrix = np.empty((len(ns), width), dtype=np.uint64)
-    for row, n in enumerate(ns):
-        g = grams[n]
-        matrix[row, :len(g)] = g
-        # Padding must not equal any real hash or any other pad: descending from 2^64-1.
-        matrix[row, len(g):] = np.uint64(2**64 - 1) - np.arange(width - len(g), dtype=np.uint64)
-    order = matrix.argsort(axis=1, kind="stable")
-    ordered = np.take_along_axis(matrix, order, axis=1)
-    new_group = np.ones_like(ordered, dtype=bool)
-    new_group[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    order, new_group, _ = _sorted_rows(grams, ns)
+    width = order.shape[1]
+    starts = np.flatnonzero(new_group)  # flat indices of run starts (row-major)
+    counts = np.diff(np.append(starts, new_group.size))
+    rows = starts // width
+    counts = np.minimum(counts, (rows + 1) * width - starts)  # a run never crosses its row's end
+    first_col = order.ravel()[starts]  # stable sort: the run's first item is its earliest position
+    # Best run per row: highest count, then earliest first occurrence.
+    best = np.lexsort((first_col, -counts, rows))
+    is_first_of_row = np.concatenate(([True], rows[best][1:] != rows[best][:-1]))
+    total = max(int(lengths.sum()), 1)
+    cum = np.concatenate(([0], np.cumsum(lengths)))
+    for idx in best[is_first_of_row]:
+        n = ns[rows[idx]]
+        if counts[idx] >= 2:
+            col = first_col[idx]
+            out[n] = float((cum[col + n] - cum[col]) * counts[idx] / total)
+    return out
+
+
+def _top_ngram_char_frac(grams: dict[int, np.ndarray], lengths: np.ndarray, n: int) -> float:
+    return _top_ngram_char_fracs(grams, lengths, [n]).get(n, 0.0)
+
+
+def _dup_ngram_char_fracs(grams: dict[int, np.ndarray], lengths: np.ndarray, ns: list[int]) -> dict[int, float]:
+    """For each n: characters of words covered by an n-gram seen earlier in the text (overlaps once)."""
+    ns = [n for n in ns if n in grams]
+    out = {n: 0.0 for n in ns}
+    if not ns:
+        return out
+    order, new_group, valid = _sorted_rows(grams, ns)
     first = np.zeros_like(new_group)
     rows, _ = np.nonzero(new_group)
     first[rows, order[new_group]] = True  # stable sort: a group's first sorted item is its earliest
     n_of_row = np.array(ns)
-    valid = np.arange(width)[None, :] < np.array([len(grams[n]) for n in ns])[:, None]
     rows, cols = np.nonzero(~first & valid)
     cover = np.zeros((len(ns), len(lengths) + 1), dtype=np.int32)
     np.add.at(cover, (rows, cols), 1)
@@ -232,8 +249,9 @@ def gopher_repetition(text: str, cfg: GopherRepetitionConfig, words: list[str] |
     lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     top, dup = cfg.top_ngram_char_frac, cfg.dup_ngram_char_frac
     grams = _ngram_hashes(word_ids, max(int(n) for n in [*top, *dup, "1"]))
+    top_fracs = _top_ngram_char_fracs(grams, lengths, sorted(int(n) for n in top))
     for n, limit in sorted(top.items(), key=lambda kv: int(kv[0])):
-        if _top_ngram_char_frac(grams, lengths, int(n)) > limit:
+        if top_fracs.get(int(n), 0.0) > limit:
             return f"gopher_top_{n}gram"
     fracs = _dup_ngram_char_fracs(grams, lengths, sorted(int(n) for n in dup))
     for n, limit in sorted(dup.items(), key=lambda kv: int(kv[0])):
@@ -301,11 +319,10 @@ class HeuristicFilter:
 
     def __init__(self, cfg: HeuristicsConfig) -> None:
         self.cfg = cfg
+        self.domains = cfg.domains
 
     def __call__(self, doc: Document) -> str | None:
         cfg = self.cfg
-        if cfg.domains is not None and doc.domain not in cfg.domains:
-            return None
         words = words_of(doc.text.lower())  # tokenised once for both Gopher filters
         if cfg.gopher_repetition.enabled and (why := gopher_repetition(doc.text, cfg.gopher_repetition, words)):
             return why

@@ -68,10 +68,9 @@ class LanguageFilter:
         self.cfg = cfg
         self.detector = LanguageDetector(cfg.backend, cfg.fasttext_model_path)
         self.keep = set(cfg.languages)
+        self.domains = cfg.domains
 
     def __call__(self, doc: Document) -> str | None:
-        if self.cfg.domains is not None and doc.domain not in self.cfg.domains:
-            return None
         lang, score = self.detector.detect(doc.text[: self.cfg.max_chars])
         doc.metadata["language"] = lang
         doc.metadata["language_score"] = round(score, 4)

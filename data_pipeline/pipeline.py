@@ -68,22 +68,24 @@ _STEP_CACHE: dict[str, list] = {}
 
 
 def build_steps(cfg: PipelineConfig, models_dir: Path) -> list:
-    """The per-document chain; built once per worker process and reused across shards."""
+    """The per-document chain; built once per worker process and reused across shards.
+
+    Each step is ``step(doc) -> removal reason | None`` (it may rewrite ``doc.text``), with a
+    ``name`` for the funnel and ``domains`` (None: all) it applies to.
+    """
     key = json.dumps(asdict(cfg), sort_keys=True, default=str) + str(models_dir)
     if key in _STEP_CACHE:
         return _STEP_CACHE[key]
     steps: list = [HtmlExtractor(cfg.extract), LanguageFilter(cfg.langid), HeuristicFilter(cfg.heuristics)]
     content = cfg.content
     if content.malware.enabled:
-        steps.append(MalwareFilter(content.malware))
+        steps.append(MalwareFilter(content.malware, content.domains))
     if content.toxicity.enabled:
         path = content.toxicity.classifier_path or (models_dir / "toxicity" if content.toxicity.train_classifier
                                                     else None)
-        steps.append(ToxicityFilter(content.toxicity, TextClassifier.load(path) if path else None))
+        steps.append(ToxicityFilter(content.toxicity, TextClassifier.load(path) if path else None, content.domains))
     if content.pii.enabled:
-        steps.append(PiiFilter(content.pii))
-    for step in steps[3:]:
-        step.domains = content.domains
+        steps.append(PiiFilter(content.pii, content.domains))
     if cfg.quality.enabled:
         steps.append(QualityFilter(cfg.quality, TextClassifier.load(cfg.quality.model_path or models_dir / "quality")))
     _STEP_CACHE.clear()
@@ -117,8 +119,7 @@ def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
         read.bytes_out += size
         for step in steps:
             stats = funnel.step(step.name)
-            domains = getattr(step, "domains", None)
-            if domains is not None and doc.domain not in domains and step.name != "extract":
+            if step.domains is not None and doc.domain not in step.domains:
                 stats.docs_in += 1
                 stats.docs_out += 1
                 stats.bytes_in += size

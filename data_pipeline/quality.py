@@ -91,10 +91,9 @@ class QualityFilter:
     def __init__(self, cfg: QualityConfig, classifier: TextClassifier) -> None:
         self.cfg = cfg
         self.classifier = classifier
+        self.domains = cfg.domains
 
     def __call__(self, doc: Document) -> str | None:
-        if self.cfg.domains is not None and doc.domain not in self.cfg.domains:
-            return None
         score = float(self.classifier.score([doc.text])[0])
         doc.metadata["quality_score"] = round(score, 4)
         return "quality_below_threshold" if score < self.cfg.threshold else None

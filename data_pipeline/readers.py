@@ -193,8 +193,12 @@ class TolerantGzipReader:
 
 def _decode_html(payload: bytes, content_type: str) -> str:
     match = re.search(r"charset=([\w-]+)", content_type or "", re.I)
-    encoding = match.group(1) if match else detect_encoding(payload)
-    return bytes_to_str(payload, encoding)
+    if match:
+        try:
+            return bytes_to_str(payload, match.group(1))
+        except LookupError:  # a charset name no codec knows: fall back to detection
+            pass
+    return bytes_to_str(payload, detect_encoding(payload))
 
 
 def _read_warc(path: Path, shard: Shard, labeler: DomainLabeler, stats: ReadStats) -> Iterator[Document]:
@@ -204,37 +208,68 @@ def _read_warc(path: Path, shard: Shard, labeler: DomainLabeler, stats: ReadStat
     is_wet = ".wet" in path.name.lower()
     types = WarcRecordType.conversion if is_wet else WarcRecordType.response | WarcRecordType.resource
     try:
-        for record in ArchiveIterator(stream, record_types=types, parse_http=not is_wet, stream_detect=False):
-            url = record.headers.get("WARC-Target-URI", "") or ""
-            where = f"{path}:{url or record.record_id}"
-            try:
-                payload = record.reader.read()
-            except Exception as err:  # a record cut by truncation fails on read
-                stats.bad("invalid_warc_record", f"{where} ({err})")
-                continue
-            stats.records += 1
-            doc_id = record.record_id.strip("<>").removeprefix("urn:uuid:")
-            content_type = ""
-            if record.http_headers is not None:
-                content_type = record.http_headers.get("Content-Type", "") or ""
-            if is_wet or "html" not in content_type.lower() and content_type:
-                try:
-                    text = payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    stats.bad("undecodable_bytes", where)
-                    continue
-                yield Document(id=doc_id, text=text, source=str(path), domain=labeler(url, str(path)), url=url)
-            else:
-                yield Document(id=doc_id, text="", html=_decode_html(payload, content_type), source=str(path),
-                               domain=labeler(url, str(path)), url=url)
+        records = ArchiveIterator(stream, record_types=types, parse_http=not is_wet, stream_detect=False)
+        invalid_before = stats.corrupt["invalid_warc_record"]
+        # One record of lookahead: fastwarc hands out the record a truncation cut through with
+        # whatever payload was left, and only the end of the stream tells us it was cut.
+        held: Document | None = None
+        for doc in _warc_records(records, path, labeler, stats, is_wet):
+            if held is not None:
+                yield held
+            held = doc
         if gz:
             stream.read()  # fastwarc stops at a cut record; drain to learn whether the gzip was cut
+        cut_inside_held = gz and stream.truncated and stats.corrupt["invalid_warc_record"] == invalid_before
+        if held is not None and cut_inside_held:
+            stats.records -= 1
+            stats.bad("invalid_warc_record", f"{path}:{held.url} (cut by truncation)")
+        elif held is not None:
+            yield held
     finally:
         raw.close()
     if gz and stream.truncated:
         stats.bad("truncated_gzip", str(path))
     if gz and stream.corrupt:
         stats.bad("corrupt_gzip", str(path))
+
+
+def _warc_records(records: ArchiveIterator, path: Path, labeler: DomainLabeler, stats: ReadStats,
+                  is_wet: bool) -> Iterator[Document]:
+    """Documents from WARC records; a record fastwarc cannot parse ends the file (counted)."""
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except OSError as err:  # e.g. a header cut by truncation: no way to resynchronise
+            stats.bad("invalid_warc_record", f"{path} ({err})")
+            return
+        url = record.headers.get("WARC-Target-URI", "") or ""
+        where = f"{path}:{url or record.record_id}"
+        if not record.record_id:  # headers cut short by truncation
+            stats.bad("invalid_warc_record", where)
+            continue
+        try:
+            payload = record.reader.read()
+        except Exception as err:  # a record cut by truncation fails on read
+            stats.bad("invalid_warc_record", f"{where} ({err})")
+            continue
+        stats.records += 1
+        doc_id = record.record_id.strip("<>").removeprefix("urn:uuid:")
+        content_type = ""
+        if record.http_headers is not None:
+            content_type = record.http_headers.get("Content-Type", "") or ""
+        domain = labeler(url, str(path))
+        if is_wet or (content_type and "html" not in content_type.lower()):
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                stats.bad("undecodable_bytes", where)
+                continue
+            yield Document(id=doc_id, text=text, source=str(path), domain=domain, url=url)
+        else:
+            yield Document(id=doc_id, text="", html=_decode_html(payload, content_type), source=str(path),
+                           domain=domain, url=url)
 
 
 def _read_jsonl(path: Path, shard: Shard, labeler: DomainLabeler, stats: ReadStats) -> Iterator[Document]:

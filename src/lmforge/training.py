@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOKENIZER_PATH = "artifacts/tokenizer/default"
 DEFAULT_CORPUS_DIR = "artifacts/default_corpus"
+# Rank 0 resolves `resume=auto` once; ranks started later must not pick a newer checkpoint.
+RESUME_ENV = "LMFORGE_RESUME_FROM"
 
 
 class FSDP2Strategy(ModelParallelStrategy):
@@ -64,6 +67,9 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     resume = cfg.get("resume")
     if not resume:
         return None
+    if RESUME_ENV in os.environ and int(os.environ.get("LOCAL_RANK", 0)) > 0:
+        # A rank Lightning launched from this command: use the path rank 0 resolved.
+        return os.environ[RESUME_ENV] or None
     if resume == "auto":
         root = Path(cfg.output_root) / stage_choice(cfg)
         found = latest_checkpoint(root, pattern="last*.ckpt")
@@ -151,6 +157,8 @@ def fit_from_config(cfg: DictConfig) -> dict:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     resumed_from = resolve_resume(cfg)
+    # Lightning launches the other ranks as copies of this command with this environment.
+    os.environ[RESUME_ENV] = resumed_from or ""
     _prepare_run_dir(run_dir, module.tokenizer)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resumed_from)

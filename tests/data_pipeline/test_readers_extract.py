@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from pathlib import Path
 
 from warcio.statusandheaders import StatusAndHeaders
@@ -74,7 +75,8 @@ def test_html_folder_text_files_and_jsonl(tmp_path):
 def test_corrupt_inputs_are_counted_and_reading_continues(tmp_path):
     write_warc(tmp_path / "good.warc.gz", 6)
     data = (tmp_path / "good.warc.gz").read_bytes()
-    (tmp_path / "cut.warc.gz").write_bytes(data[: len(data) // 2])
+    # Cut inside the 4th of 6 gzip members: a cut exactly between members is a valid shorter file.
+    (tmp_path / "cut.warc.gz").write_bytes(data[: len(data) // 2 + len(data) // 12])
     (tmp_path / "rows.jsonl.gz").write_bytes(gzip.compress(
         b'{"id": "a", "text": "fine"}\n{"id": "b", "text": \n{"id": "c", "text": "\xff\xfe"}\n{"id": "d", "text": "ok"}\n'))
     (tmp_path / "latin.txt").write_bytes(b"caf\xe9 au lait")
@@ -82,6 +84,33 @@ def test_corrupt_inputs_are_counted_and_reading_continues(tmp_path):
     docs = [d for s in discover_shards([tmp_path]) for d in read_shard(s, DomainLabeler([], "web"), stats)]
     ids = {d.id for d in docs}
     assert {"a", "d"} <= ids and not {"b", "c"} & ids
-    assert stats.corrupt == {"truncated_gzip": 1, "invalid_jsonl": 1, "undecodable_bytes": 2}
+    # A cut inside a record header may also count that record as invalid.
+    assert {k: v for k, v in stats.corrupt.items() if k != "invalid_warc_record"} == \
+        {"truncated_gzip": 1, "invalid_jsonl": 1, "undecodable_bytes": 2}
     n_cut = sum(d.source.endswith("cut.warc.gz") for d in docs)
     assert 0 < n_cut < 6  # records before the cut survive
+
+
+def member_ends(data: bytes) -> set[int]:
+    """Offsets where a gzip member ends: cutting there leaves a valid (shorter) file."""
+    ends, offset, rest = set(), 0, data
+    while rest:
+        decoder = zlib.decompressobj(wbits=31)
+        decoder.decompress(rest)
+        offset += len(rest) - len(decoder.unused_data)
+        ends.add(offset)
+        rest = decoder.unused_data
+    return ends
+
+
+def test_every_cut_point_of_a_warc_is_reported_as_truncated(tmp_path):
+    write_warc(tmp_path / "good.warc.gz", 4)
+    data = (tmp_path / "good.warc.gz").read_bytes()
+    cut_file = tmp_path / "cut" / "cut.warc.gz"
+    cut_file.parent.mkdir()
+    for cut in sorted(set(range(10, len(data) - 1, 37)) - member_ends(data)):
+        cut_file.write_bytes(data[:cut])
+        stats = ReadStats()
+        docs = list(read_shard(discover_shards([cut_file])[0], DomainLabeler([], "web"), stats))
+        assert stats.corrupt["truncated_gzip"] == 1, cut
+        assert len(docs) < 4

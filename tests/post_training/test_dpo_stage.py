@@ -118,3 +118,16 @@ def test_collator_stacks_chosen_over_rejected(tokenizer_dir):
     assert batch["input_ids"][3, : len(pairs[0].rejected.input_ids)].tolist() == pairs[0].rejected.input_ids
     assert batch["last_index"][3].item() == len(pairs[0].rejected.input_ids) - 1
     assert batch["reference_logps"].tolist() == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+
+
+def test_nll_weight_adds_chosen_token_nll(model_cfg, tokenizer_dir, parent_ckpt):
+    dm = datamodule(tokenizer_dir)
+    batch = next(iter(dm.loader("train", with_reference=False)))
+    plain = DPOStage(model=model_cfg, optim={}, tokenizer_path=tokenizer_dir, init_from=parent_ckpt)
+    rpo = DPOStage(model=model_cfg, optim={}, tokenizer_path=tokenizer_dir, init_from=parent_ckpt, nll_weight=0.5)
+    for stage in (plain, rpo):
+        stage.configure_model()
+    logps, lengths = sequence_logps(plain.model(batch["input_ids"]), batch["labels"])
+    chosen_nll = -(logps.chunk(2)[0] / lengths.chunk(2)[0]).mean()
+    expected = plain.compute_loss(batch, "train")[0] + 0.5 * chosen_nll
+    torch.testing.assert_close(rpo.compute_loss(batch, "train")[0], expected)

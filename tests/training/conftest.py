@@ -84,6 +84,7 @@ def resolve_job(cfg: DictConfig) -> dict:
 
 
 @pytest.fixture
-def shard_overrides(tokenizer_dir) -> list[str]:
-    return ["+datamodule._target_=scratch_dm.ScratchDM", f"+datamodule.tokenizer_path={tokenizer_dir}",
-            "+datamodule.seq_len=32", "+datamodule.batch_size=8", "+datamodule.max_tokens=40000"]
+def shard_overrides(tokenizer_dir, corpus_dir) -> list[str]:
+    """Data for subprocess runs (tests/training is on their PYTHONPATH)."""
+    return ["+datamodule._target_=corpus_rows.CorpusRowsDataModule", f"+datamodule.tokenizer_path={tokenizer_dir}",
+            f"+datamodule.corpus_dir={corpus_dir}", "+datamodule.seq_len=32", "+datamodule.global_batch_size=8"]

@@ -121,3 +121,21 @@ def test_init_from_with_another_tokenizer_is_refused(tokenizer_dir, other_tokeni
         make_stage(other_tokenizer_dir, init_from=str(path))
     for fingerprint in (Tokenizer.load(tokenizer_dir).fingerprint, Tokenizer.load(other_tokenizer_dir).fingerprint):
         assert fingerprint in str(err.value)
+
+
+def test_lora_stage_checkpoint_loads_merged(tokenizer_dir, token_rows, tmp_path):
+    """peft set: only adapters train, the checkpoint has peft's names, load_for_inference merges."""
+    peft = {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"]}
+    stage = make_stage(tokenizer_dir, peft=peft)
+    trainer = fit(stage, token_rows, tmp_path, steps=3)
+    trainable = [n for n, p in stage.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    path = tmp_path / "lora.ckpt"
+    trainer.save_checkpoint(path)
+    assert any("lora_A" in k for k in torch.load(path, weights_only=True)["state_dict"])
+    loaded = load_for_inference(path)
+    assert not any("lora" in n for n, _ in loaded.model.named_parameters())
+    x = token_rows[:2]
+    stage.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), stage.model(x), rtol=1e-5, atol=1e-5)

@@ -31,20 +31,30 @@ class JudgeConfig:
     timeout_s: float = 120.0
     retries: int = 3
     concurrency: int = 8
+    client: str = "auto"  # auto: serving.client when installed, else httpx | serving | httpx
 
 
 def make_chat_fn(cfg: JudgeConfig) -> ChatFn:
     api_key = os.environ.get(cfg.api_key_env, "EMPTY")
+    if cfg.client not in ("auto", "serving", "httpx"):
+        raise ValueError(f"judge.client={cfg.client!r}; expected auto, serving or httpx")
+    if cfg.client == "httpx":
+        return _httpx_chat_fn(cfg, api_key)
     try:
-        from serving.client import OpenAIClient  # engineer E's client, shared with serving
+        from serving.client import OpenAIClient  # the project's shared OpenAI-compatible client
     except ImportError:
-        OpenAIClient = None
-    if OpenAIClient is not None:
+        if cfg.client == "serving":
+            raise
+        log.info("serving.client not installed; the judge uses a plain httpx client")
+        return _httpx_chat_fn(cfg, api_key)
+    try:
         client = OpenAIClient(base_url=cfg.base_url, api_key=api_key, timeout=cfg.timeout_s,
                               max_retries=cfg.retries, max_concurrency=cfg.concurrency)
-        return lambda messages: client.chat(messages, model=cfg.model, temperature=cfg.temperature,
-                                            max_tokens=cfg.max_tokens)
-    return _httpx_chat_fn(cfg, api_key)
+    except TypeError as err:
+        raise TypeError(f"serving.client.OpenAIClient does not take the arguments lmforge.eval.judge passes "
+                        f"({err}); set eval.tasks.<task>.judge.client=httpx or update make_chat_fn") from err
+    return lambda messages: client.chat(messages, model=cfg.model, temperature=cfg.temperature,
+                                        max_tokens=cfg.max_tokens)
 
 
 def _httpx_chat_fn(cfg: JudgeConfig, api_key: str) -> ChatFn:

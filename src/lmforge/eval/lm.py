@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lmforge.eval.cache import RequestCache
+from lmforge.generate import SamplingConfig, generate
 from lmforge.model import Transformer
 from lmforge.tokenizer import Tokenizer
 
@@ -191,33 +192,7 @@ class EvalLM:
 def generate_tokens(
     model: Transformer, prompts: list[list[int]], params: GenParams, stop_ids: tuple[int, ...], pad_id: int
 ) -> list[list[int]]:
-    """New tokens per prompt, through the shared batched sampler `lmforge.generate`."""
-    try:
-        from lmforge.generate import SamplingConfig, generate
-    except ImportError:  # the foundation's sampler is not in this tree yet: plain per-prompt decoding
-        return [_decode_one(model, p, params, stop_ids) for p in prompts]
+    """New tokens per prompt, through the shared batched KV-cache sampler."""
     cfg = SamplingConfig(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
                          top_p=params.top_p, stop_token_ids=stop_ids, seed=params.seed)
     return generate(model, prompts, cfg, pad_id=pad_id).completions
-
-
-@torch.no_grad()
-def _decode_one(model: Transformer, prompt: list[int], params: GenParams, stop_ids: tuple[int, ...]) -> list[int]:
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
-    if params.seed is not None:
-        generator.manual_seed(params.seed)
-    cache = model.new_kv_cache(1, len(prompt) + params.max_new_tokens)
-    logits = model(torch.tensor([prompt], device=device), kv_cache=cache)[:, -1]
-    out: list[int] = []
-    for _ in range(params.max_new_tokens):
-        if params.temperature <= 0:
-            token = int(logits.argmax(-1))
-        else:
-            probs = torch.softmax(logits.float() / params.temperature, -1)
-            token = int(torch.multinomial(probs, 1, generator=generator))
-        if token in stop_ids:
-            break
-        out.append(token)
-        logits = model(torch.tensor([[token]], device=device), kv_cache=cache)[:, -1]
-    return out

@@ -9,12 +9,16 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
+import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from lmforge.eval.lm import EvalLM, GenParams
+
+log = logging.getLogger(__name__)
 
 
 @register_model("lmforge")
@@ -27,8 +31,13 @@ class LMForgeLM(LM):
                 raise ValueError("lmforge lm-eval model needs model_args ckpt=<checkpoint, run dir or HF dir>")
             from lmforge.eval.loading import load_checkpoint
 
+            if str(device).startswith("cuda") and not torch.cuda.is_available():
+                log.warning("device=%s requested (lm-eval's default) but CUDA is unavailable; using cpu", device)
+                device = "cpu"
             loaded = load_checkpoint(ckpt, device=device)
-            eval_lm = EvalLM(loaded.model, loaded.tokenizer, batch_size=int(batch_size))
+            # lm-eval may pass "auto" / "auto:4"; we have no memory probe, so fall back to 8.
+            size = int(batch_size) if str(batch_size).isdigit() else 8
+            eval_lm = EvalLM(loaded.model, loaded.tokenizer, batch_size=size)
         self.eval_lm = eval_lm
         self.max_gen_toks = int(max_gen_toks)
 

@@ -134,6 +134,16 @@ def _limits(cfg: SandboxConfig, uid: int | None):
     return apply
 
 
+def _prlimit_prefix(cfg: SandboxConfig) -> list[str]:
+    """The same limits applied by util-linux `prlimit`, which sets them and execs the command
+    (same PID). Used instead of `preexec_fn`, which is unsafe when HumanEval samples are
+    launched from several threads at once."""
+    mb = 1024 * 1024
+    return ["prlimit", f"--cpu={cfg.cpu_s}:{cfg.cpu_s + 1}", f"--as={cfg.memory_mb * mb}",
+            f"--fsize={cfg.max_file_mb * mb}", f"--nofile={cfg.max_open_files}", "--core=0",
+            f"--nproc={cfg.max_processes}", "--"]
+
+
 def _command(isolation: str, cfg: SandboxConfig, workdir: Path, args: list[str] | None = None) -> list[str]:
     python = [cfg.python, "-I", *(args or ["program.py"])]
     if isolation == "bwrap":
@@ -176,18 +186,27 @@ def run_python(code: str, cfg: SandboxConfig | None = None) -> SandboxResult:
         start = time.monotonic()
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
             env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"}
-            proc = subprocess.Popen(
-                _command(isolation, cfg, workdir), cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=err, preexec_fn=_limits(cfg, uid), close_fds=True,
-            )
+            command = _command(isolation, cfg, workdir)
+            if shutil.which("prlimit"):
+                # Popen switches to the fresh uid before exec, so prlimit's --nproc counts that uid.
+                identity = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
+                proc = subprocess.Popen(
+                    _prlimit_prefix(cfg) + command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=err, start_new_session=True, close_fds=True, **identity,
+                )
+            else:
+                proc = subprocess.Popen(
+                    command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=err, preexec_fn=_limits(cfg, uid), close_fds=True,
+                )
             timed_out = False
             try:
                 proc.wait(timeout=cfg.timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                _kill_group(proc)
+                _kill_group(proc, isolation != "rlimits")
             # Forked children that outlive the main program share its group: reap them too.
-            _kill_group(proc)
+            _kill_group(proc, isolation != "rlimits")
         duration = time.monotonic() - start
         stdout = _read_capped(stdout_path, cfg.max_output_bytes)
         stderr = _read_capped(stderr_path, cfg.max_output_bytes)
@@ -206,14 +225,14 @@ def run_python(code: str, cfg: SandboxConfig | None = None) -> SandboxResult:
     return SandboxResult(status, rc, stdout, stderr, duration, isolation, sig)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: subprocess.Popen, pid_namespace: bool) -> None:
     """SIGKILL the sample's whole process tree and reap it.
 
     Under bwrap the outer bwrap's child is PID 1 of the sample's PID namespace: killing it
     makes the kernel kill every process in the namespace (setsid() cannot escape that), and
     the outer bwrap then reaps it, so nothing is left once `wait()` returns.
     """
-    namespace_inits = _children(proc.pid) if proc.poll() is None else []
+    namespace_inits = _children(proc.pid) if pid_namespace and proc.poll() is None else []
     for child in namespace_inits:
         try:
             os.kill(child, signal.SIGKILL)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,6 +46,8 @@ def to_plain(value: Any) -> Any:
     """DictConfig/ListConfig -> dict/list (Hydra hands nested configs over as DictConfig)."""
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
     return value
 
 
@@ -58,6 +60,11 @@ def model_config_from(value: dict | ModelConfig | DictConfig) -> ModelConfig:
     if unknown:
         raise ValueError(f"unknown model config keys {unknown}; ModelConfig fields are {sorted(known)}")
     return ModelConfig(**value)
+
+
+def run_seed() -> int:
+    """The seed `lightning.seed_everything` set for this run (0 outside a seeded run)."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
 def lr_multiplier(step: int, warmup_steps: int, decay_steps: int, min_lr_ratio: float) -> float:
@@ -142,7 +149,7 @@ class BaseStage(L.LightningModule):
         # Seeded here, not by whatever RNG state the strategy's setup left: a model built by
         # 1 process, by each DDP/FSDP rank, or after a resume starts from the same weights.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+            torch.manual_seed(run_seed())
             model = build_model(self.model_config, device="meta" if on_meta else None)
         if self.init_from and not on_meta:
             model.load_state_dict(load_for_inference(self.init_from).model.state_dict())
@@ -182,7 +189,9 @@ class BaseStage(L.LightningModule):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         model.to_empty(device=self.trainer.strategy.root_device)
-        model.init_weights()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(run_seed())
+            model.init_weights()
         if self.init_from:
             full = load_for_inference(self.init_from).model.state_dict()
             set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True))

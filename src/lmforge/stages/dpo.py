@@ -62,6 +62,7 @@ class DPOStage(BaseStage):
         label_smoothing: float = 0.0,
         precompute_reference: bool = False,
         reference_cache_dir: str = "artifacts/dpo_reference_cache",
+        nll_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -73,6 +74,9 @@ class DPOStage(BaseStage):
             raise ValueError(f"module.label_smoothing is only used by loss_type=cdpo, not {loss_type!r}")
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         self.precompute_reference = precompute_reference
+        # RPO (Pang et al. 2024): + nll_weight * per-token NLL of the chosen completion keeps
+        # DPO from lowering the chosen likelihood along with the rejected one.
+        self.nll_weight = nll_weight
         self.reference_cache_dir = Path(reference_cache_dir)
         # A plain attribute, not a submodule: the frozen copy stays out of the optimizer,
         # the checkpoint and FSDP wrapping. Built in configure_model, moved lazily.
@@ -173,7 +177,10 @@ class DPOStage(BaseStage):
             rejected_lengths=rejected_lengths,
         )
         margin = out.chosen_rewards - out.rejected_rewards
-        return out.losses.mean(), {
+        chosen_nll = -(policy_chosen / chosen_lengths).mean()
+        loss = out.losses.mean() + self.nll_weight * chosen_nll if self.nll_weight else out.losses.mean()
+        return loss, {
+            "chosen_nll": chosen_nll.detach(),
             "rewards/chosen": out.chosen_rewards.mean(),
             "rewards/rejected": out.rejected_rewards.mean(),
             "rewards/margin": margin.mean(),

@@ -1,5 +1,6 @@
 """CLI of the blind side-by-side arena.
 
+    python -m lmforge.eval.arena generate --ckpt runs/sft --name new --out new.jsonl [--prompts q.jsonl]
     python -m lmforge.eval.arena serve --db runs/arena.sqlite --responses new.jsonl base.jsonl [--port 8765]
     python -m lmforge.eval.arena stats --db runs/arena.sqlite --new new --baseline base [--alpha 0.05]
 
@@ -19,6 +20,23 @@ from lmforge.eval.arena.stats import arena_stats
 from lmforge.eval.arena.store import ArenaStore
 
 
+def write_responses(args: argparse.Namespace) -> None:
+    from lmforge.eval.data import read_jsonl
+    from lmforge.eval.lm import EvalLM, GenParams
+    from lmforge.eval.loading import load_checkpoint
+
+    rows = read_jsonl(args.prompts)[: args.limit]
+    prompts = [(str(r.get("prompt_id", r.get("question_id"))), r.get("prompt") or r["turns"][0]) for r in rows]
+    loaded = load_checkpoint(args.ckpt)
+    lm = EvalLM(loaded.model, loaded.tokenizer)
+    replies = lm.generate_chat([[{"role": "user", "content": p}] for _, p in prompts],
+                               GenParams(max_new_tokens=args.max_new_tokens))
+    with open(args.out, "w") as handle:
+        for (prompt_id, prompt), reply in zip(prompts, replies):
+            handle.write(json.dumps({"prompt_id": prompt_id, "prompt": prompt, "model": args.name, "response": reply}) + "\n")
+    print(f"wrote {len(replies)} responses of {args.name} to {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lmforge.eval.arena")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -27,6 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--responses", nargs="*", default=[], help="JSONL response files to load first")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765)
+    gen = sub.add_parser("generate", help="write a model's responses to the arena prompts")
+    gen.add_argument("--ckpt", required=True)
+    gen.add_argument("--name", required=True, help="model name stored in the database (never served)")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--prompts", default="../shared/benchmarks/mt_bench/question.jsonl",
+                     help="JSONL with {question_id, turns} (MT-Bench) or {prompt_id, prompt}")
+    gen.add_argument("--max-new-tokens", type=int, default=512)
+    gen.add_argument("--limit", type=int)
     stats = sub.add_parser("stats", help="print win rate, sign test and Bradley-Terry scores")
     stats.add_argument("--db", required=True)
     stats.add_argument("--new")
@@ -36,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    if args.command == "generate":
+        write_responses(args)
+        return
     store = ArenaStore(args.db)
     if args.command == "serve":
         for path in args.responses:

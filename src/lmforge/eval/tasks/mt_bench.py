@@ -26,6 +26,7 @@ class MTBenchConfig:
     limit: int | None = None
     max_new_tokens: int = 512
     categories: list[str] | None = None
+    question_ids: list[int] | None = None
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     baseline_answers: str | None = None  # FastChat model_answer JSONL for pairwise mode
     answers_out: str | None = None  # where to write this model's answers (FastChat format)
@@ -101,6 +102,8 @@ def run(lm: EvalLM, cfg: MTBenchConfig, chat: ChatFn | None = None) -> TaskResul
     questions, prompts, references = load_mt_bench(cfg.path)
     if cfg.categories:
         questions = [q for q in questions if q["category"] in cfg.categories]
+    if cfg.question_ids:
+        questions = [q for q in questions if q["question_id"] in set(cfg.question_ids)]
     questions = questions[: cfg.limit]
     chat = chat or make_chat_fn(cfg.judge)
     answers = answer_questions(lm, questions, cfg.max_new_tokens)
