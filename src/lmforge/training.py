@@ -29,7 +29,6 @@ from lmforge.checkpoint import MANIFEST_FILE, RUN_TOKENIZER_DIR, latest_checkpoi
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKENIZER_PATH = "artifacts/tokenizer/default"
-DEFAULT_CORPUS_DIR = "artifacts/default_corpus"
 # Rank 0 resolves `resume=auto` once; ranks started later must not pick a newer checkpoint.
 RESUME_ENV = "LMFORGE_RESUME_FROM"
 
@@ -81,20 +80,22 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     return str(resolve_checkpoint(resume))
 
 
-def ensure_default_tokenizer(cfg: DictConfig) -> None:
-    """The default run trains its tokenizer on the embedded corpus on first use."""
-    path = Path(cfg.tokenizer.path)
-    if (path / "tokenizer.json").is_file() or path.is_file():
+def ensure_tokenizer(cfg: DictConfig) -> None:
+    """The default tokenizer is trained on the embedded corpus on first use (as `python
+    src/train_tokenizer.py` does); any other missing path is an error. Token shards are the
+    datamodule's business (`TokenShardDataModule.prepare_data` writes missing ones on rank 0)."""
+    tokenizer_path = Path(cfg.tokenizer.path)
+    if (tokenizer_path / "tokenizer.json").is_file() or tokenizer_path.is_file():
         return
-    if path != Path(DEFAULT_TOKENIZER_PATH):
-        raise FileNotFoundError(f"tokenizer.path={path} does not exist; train one with the tokenizer CLI first")
-    from lmforge.data.default_corpus import ensure_default_corpus, iter_corpus_texts
-    from lmforge.tokenizer import train_tokenizer
+    if tokenizer_path != Path(DEFAULT_TOKENIZER_PATH):
+        raise FileNotFoundError(
+            f"tokenizer.path={tokenizer_path} does not exist; train one with "
+            f"`python src/train_tokenizer.py out_dir={tokenizer_path}`"
+        )
+    from lmforge.tokenizer import TokenizerJobConfig, run_tokenizer_job
 
-    corpus = ensure_default_corpus(DEFAULT_CORPUS_DIR)
-    log.info("training the default tokenizer on %s -> %s", corpus, path)
-    tokenizer = train_tokenizer(iter_corpus_texts(corpus), vocab_size=int(cfg.model.vocab_size))
-    tokenizer.save(path)
+    log.info("no tokenizer at %s: training it on the embedded default corpus", tokenizer_path)
+    run_tokenizer_job(TokenizerJobConfig(out_dir=str(tokenizer_path), vocab_size=int(cfg.model.vocab_size)))
 
 
 @rank_zero_only
@@ -148,7 +149,7 @@ def fit_from_config(cfg: DictConfig) -> dict:
     validate_config(cfg)
     run_dir = Path(cfg.run_dir)
     L.seed_everything(cfg.seed, workers=True)
-    ensure_default_tokenizer(cfg)
+    ensure_tokenizer(cfg)
     datamodule = instantiate(cfg.datamodule)
     module = instantiate(cfg.module, _convert_="all")
     loggers = instantiate_group(cfg.get("logger"))

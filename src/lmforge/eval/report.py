@@ -74,12 +74,18 @@ def plot_across_checkpoints(runs: list[dict], path: Path) -> None:
     keys = [f"{t}.{m}" for t, ms in runs[0]["metrics"].items() for m in ms]
     if not keys:
         return
-    fig, axes = plt.subplots(1, len(keys), figsize=(max(4, 2.6 * len(keys)), 3.2), squeeze=False)
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
     labels = [_label(r) for r in runs]
-    for ax, key in zip(axes[0], keys):
+    for ax in axes.flat[len(keys):]:
+        ax.axis("off")
+    for ax, key in zip(axes.flat, keys):
         task, metric = key.split(".", 1)
         values = [r.get("metrics", {}).get(task, {}).get(metric, float("nan")) for r in runs]
         ax.bar(range(len(runs)), values, color=["C0"] + ["C7"] * (len(runs) - 1))
+        finite = [v for v in values if v == v]
+        ax.set_ylim(0, max([1.0] + finite))  # rates on a fixed 0-1 axis; MT-Bench scores up to 10
         ax.set_xticks(range(len(runs)), labels, rotation=30, ha="right", fontsize=7)
         ax.set_title(key, fontsize=8)
     fig.tight_layout()
