@@ -32,8 +32,11 @@ class LocalExecutor:
                 bar.update()
             bar.close()
             return results
-        # fork: workers inherit imported modules (fast start); the pipeline starts no threads first.
-        ctx = mp.get_context("fork")
+        # forkserver, not fork: a fork taken while another library's thread holds a lock (BLAS,
+        # tokenizers, spaCy in the benchmark) deadlocks the child. The server preloads the
+        # pipeline once, so workers still start without re-importing it.
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["data_pipeline.pipeline"])
         with ctx.Pool(min(self.num_workers, len(items)), maxtasksperchild=None) as pool:
             results = []
             for result in pool.imap(fn, items):

@@ -83,8 +83,19 @@ def resolve_job(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(job, resolve=True)
 
 
+@pytest.fixture(scope="session")
+def shards_dir(tmp_path_factory, corpus_dir, tokenizer_dir) -> Path:
+    """Token shards of the embedded corpus (data_pipeline.shards), seq_len = MICRO_MODEL's max_seq_len."""
+    from data_pipeline.shards import ShardConfig, write_shards
+
+    out = tmp_path_factory.mktemp("shards")
+    write_shards(ShardConfig(corpus=str(corpus_dir), tokenizer=str(tokenizer_dir), out=str(out), seq_len=64,
+                             sequences_per_shard=256))
+    return out
+
+
 @pytest.fixture
-def shard_overrides(tokenizer_dir, corpus_dir) -> list[str]:
-    """Data for subprocess runs (tests/training is on their PYTHONPATH)."""
-    return ["+datamodule._target_=corpus_rows.CorpusRowsDataModule", f"+datamodule.tokenizer_path={tokenizer_dir}",
-            f"+datamodule.corpus_dir={corpus_dir}", "+datamodule.seq_len=32", "+datamodule.global_batch_size=8"]
+def shard_overrides(shards_dir, corpus_dir) -> list[str]:
+    """The default data config pointed at the test shards; batch of 8 sequences per device."""
+    return [f"data.shards_dir={shards_dir}", f"data.corpus_dir={corpus_dir}", "data.batch_size=8",
+            "data.val_sequences_per_domain=16"]

@@ -140,7 +140,7 @@ def test_two_process_cpu_matches_single_process(base_overrides, tmp_path, token_
               "~callbacks.best_checkpoint", "callbacks.last_checkpoint.every_n_train_steps=4", "module.meta_init=false"]
     single, multi = tmp_path / "single", tmp_path / strategy
     run_train([*common, f"hydra.run.dir={single}"])
-    run_train([*common, f"strategy={strategy}", "trainer.devices=2", f"hydra.run.dir={multi}"])
+    run_train([*common, f"strategy={strategy}", "trainer.devices=2", "data.batch_size=4", f"hydra.run.dir={multi}"])
     reference = load_for_inference(single).model.state_dict()
     distributed = load_for_inference(multi).model.state_dict()
     for name, value in reference.items():
