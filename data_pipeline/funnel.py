@@ -127,7 +127,8 @@ def _log_wandb(funnel: Funnel, paths: dict[str, Path], wandb_cfg: dict[str, Any]
     import wandb
 
     run = wandb.init(project=wandb_cfg.get("project", "lmforge-data"), job_type="data_pipeline",
-                     config=wandb_cfg.get("config"), dir=str(paths["json"].parent), reinit="finish_previous")
+                     config=wandb_cfg.get("config"), dir=wandb_cfg.get("dir", str(paths["json"].parent)),
+                     reinit="finish_previous")
     table = wandb.Table(columns=["step", "docs_in", "docs_out", "bytes_in", "bytes_out"])
     for name, s in funnel.steps.items():
         table.add_data(name, s.docs_in, s.docs_out, s.bytes_in, s.bytes_out)

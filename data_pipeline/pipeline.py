@@ -309,10 +309,12 @@ def run_pipeline(cfg: PipelineConfig | dict | Any = None, **overrides: Any) -> P
         "parent": {"inputs": inputs, "shards": [s.name for s in shards]},
         "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
         "config_fingerprint": fingerprint,
-        "elapsed_s": round(time.perf_counter() - started, 2),
-    }
-    wandb_cfg = {"project": cfg.report.wandb_project, "config": manifest["config"]} if cfg.report.wandb else None
-    write_report(funnel, output, {"manifest": "manifest.json", "achieved_ratios": manifest["achieved_ratios"]},
+    }  # no timings here: a rerun must write the same manifest (the shard writer keys its cache on it)
+    # W&B files go to the work dir: the corpus dir holds only domains and reports.
+    wandb_cfg = ({"project": cfg.report.wandb_project, "config": manifest["config"], "dir": str(work.root)}
+                 if cfg.report.wandb else None)
+    write_report(funnel, output, {"manifest": "manifest.json", "achieved_ratios": manifest["achieved_ratios"],
+                                  "elapsed_s": round(time.perf_counter() - started, 2)},
                  plot=cfg.report.plot, wandb_cfg=wandb_cfg)
     write_json(output / "manifest.json", manifest)
     log.info("funnel:\n%s", funnel.table())

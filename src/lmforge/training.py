@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lmforge.config_schema import validate_config
 from lmforge.checkpoint import MANIFEST_FILE, RUN_TOKENIZER_DIR, latest_checkpoint, resolve_checkpoint
+from lmforge.config_schema import validate_config
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ import math
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from lmforge.checkpoint import LMFORGE_KEY, load_for_inference

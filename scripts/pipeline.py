@@ -1,0 +1,47 @@
+"""The main job: raw web text -> curated corpus -> tokenizer -> shards -> pretrain -> SFT -> DPO
+-> RL -> CAI -> evaluation + gate -> torchao export -> serving smoke test -> report.md.
+
+    python scripts/pipeline.py                      # embedded default data, model=tiny, CPU
+    python scripts/pipeline.py steps.pretrain=50    # any key of conf/e2e.yaml
+A rerun skips every step whose artifact is complete (kill it anywhere and run it again).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from lmforge.e2e.report import build_report  # noqa: E402
+from lmforge.e2e.runner import run_steps  # noqa: E402
+from lmforge.e2e.steps import build_steps  # noqa: E402
+
+log = logging.getLogger("pipeline")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="e2e")
+def main(cfg: DictConfig) -> None:
+    os.chdir(REPO)  # every step is a repo-relative CLI call
+    out = Path(cfg.out_dir)
+    env = {"WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    start = time.perf_counter()
+    results = run_steps(build_steps(cfg), out / "logs", env=env)
+    report = build_report(out, results, wandb_enabled=bool(cfg.wandb))
+    print(f"\n{'step':<16}{'status':<8}{'seconds':>9}")
+    for r in results:
+        print(f"{r.name:<16}{r.status:<8}{r.seconds:>9.1f}")
+    print(f"{'wall clock':<24}{time.perf_counter() - start:>9.1f}")
+    print(f"\nreport: {report.resolve()}\nexport: {(out / 'export').resolve()}")
+
+
+if __name__ == "__main__":
+    main()
