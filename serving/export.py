@@ -1,0 +1,274 @@
+"""Export a checkpoint as an HF Llama directory that SGLang, vLLM and transformers load as-is.
+
+    python -m serving.export ckpt=<checkpoint> quant=<none|int8wo|w8a8|w4a16|fp8|all> out=<dir>
+
+`ckpt` is anything `lmforge.checkpoint.load_for_inference` takes (a Lightning .ckpt, a run dir, an
+HF dir); LoRA adapters are merged there. `quant=none` writes dense weights; the others quantize
+with torchao and store the result in compressed-tensors layout (`serving.quantize`), or, with
+`format=torchao`, as transformers' `TorchAoConfig` serialization. `quant=all` writes one
+export per config under `out/<quant>/` plus the quality table comparing them.
+The release gate (`lmforge.eval.gate_verdict`) is checked when `gate_report` names an
+evaluation report; a failed verdict refuses the export unless `force=true`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.checkpoint import LoadedModel, load_for_inference, resolve_checkpoint
+from lmforge.hf import (
+    CONFIG_FILE,
+    GENERATION_CONFIG_FILE,
+    MANIFEST_FILE,
+    _save_weights,
+    export_hf,
+    hf_state_dict,
+    to_hf_config,
+    to_hf_name,
+)
+from lmforge.model import Transformer
+from serving.quantize import IGNORED_MODULES, QUANT_CHOICES, QuantSpec, compressed_tensors_weights, quant_spec, quantization_config
+from serving.quantize import quantized_weights, torchao_quantize
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+FORMATS = ("compressed-tensors", "torchao")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+@dataclass
+class ExportConfig:
+    ckpt: str | None = None  # .ckpt, run dir or HF dir (required)
+    out: str | None = None  # default: artifacts/export/<model name>-<quant>
+    quant: str = "none"  # none | int8wo | w8a8 | w4a16 | fp8 | all
+    format: str = "compressed-tensors"  # or "torchao" (transformers TorchAoConfig, not loadable by SGLang)
+    dtype: str = "bfloat16"  # dtype of the dense tensors (and the engine's compute dtype)
+    max_shard_size: str = "5GB"  # safetensors shards past this size
+    gate_report: str | None = None  # eval report dir whose gate verdict must pass
+    force: bool = False  # export even when the gate failed
+    report: bool = True  # measure size / perplexity / greedy agreement and save quality.{json,md}
+    val_shards: str | None = None  # token shards dir for held-out perplexity (default: the memorised texts only)
+    val_sequences: int = 32  # held-out sequences per domain
+    val_texts: list[str] = field(default_factory=list)  # or held-out texts given directly
+    probe_texts: list[str] = field(default_factory=list)  # prompts+continuations for greedy agreement
+    probe_new_tokens: int = 16
+    seed: int = 0
+
+
+class GateRefusedError(RuntimeError):
+    """The checkpoint failed (or lacks) the release gate and `force` was not set."""
+
+
+def parse_size(size: str | int) -> int:
+    if isinstance(size, int):
+        return size
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
+    text = str(size).strip().upper()
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * units[unit])
+    return int(text)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint_path(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (names + contents) in sorted order."""
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
+def check_release_gate(gate_report: str | None, force: bool) -> dict[str, Any]:
+    """The gate's verdict as recorded in the manifest; raises GateRefusedError on a failed gate."""
+    if gate_report is None:
+        log.warning("no gate_report given: the release gate was not checked for this export")
+        return {"checked": False}
+    from lmforge.eval import gate_verdict
+
+    verdict = gate_verdict(gate_report)
+    record = {"checked": True, "report": str(gate_report), "passed": verdict.passed,
+              "reasons": verdict.reasons, "forced": bool(force and not verdict.passed)}
+    if not verdict.passed:
+        if not force:
+            raise GateRefusedError(
+                f"checkpoint failed the release gate ({gate_report}): {'; '.join(verdict.reasons)}; "
+                "pass force=true to export anyway"
+            )
+        log.warning("exporting a checkpoint that FAILED the release gate (force=true): %s", verdict.reasons)
+    return record
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def quantized_state_dict(model: Transformer, spec: QuantSpec, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """HF-named tensors with every quantized Linear's `weight` replaced by its compressed-tensors tensors."""
+    state = hf_state_dict(model, dtype)
+    quantized_model = torchao_quantize(_dense_copy(model, dtype), spec)
+    for fqn, quantized in quantized_weights(quantized_model).items():
+        del state[to_hf_name(f"{fqn}.weight")]
+        for local_name, tensor in compressed_tensors_weights(quantized, spec, dtype).items():
+            state[to_hf_name(f"{fqn}.{local_name}")] = tensor
+    return state
+
+
+def _dense_copy(model: Transformer, dtype: torch.dtype) -> Transformer:
+    import copy
+
+    return copy.deepcopy(model).to(device="cpu", dtype=dtype).eval()
+
+
+def write_compressed_tensors_export(
+    loaded: LoadedModel, out: Path, spec: QuantSpec, dtype: torch.dtype, max_shard_bytes: int, manifest: dict
+) -> list[str]:
+    """config.json (+ quantization_config), compressed-tensors safetensors, tokenizer files and manifest."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    state = quantized_state_dict(model, spec, dtype)
+    # Shards of an earlier export into the same directory would be picked up by loaders.
+    for stale in out.glob("model*.safetensors*"):
+        stale.unlink()
+    config = to_hf_config(loaded.model_config, tokenizer, dtype)
+    config["quantization_config"] = quantization_config(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / CONFIG_FILE, config)
+    files = [CONFIG_FILE, *_save_weights(state, out, max_shard_bytes)]
+    files += _write_tokenizer_files(out, tokenizer)
+    _write_json(out / MANIFEST_FILE, {**manifest, "files": files})
+    return files
+
+
+def _write_tokenizer_files(out: Path, tokenizer) -> list[str]:
+    if tokenizer is None:
+        return []
+    generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": [tokenizer.end_of_turn_id, tokenizer.eos_id],
+                  "pad_token_id": tokenizer.pad_id}
+    _write_json(out / GENERATION_CONFIG_FILE, generation)
+    tokenizer.save(out)
+    return [GENERATION_CONFIG_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def write_torchao_export(loaded: LoadedModel, out: Path, spec: QuantSpec, dtype: torch.dtype,
+                         max_shard_bytes: int, manifest: dict) -> list[str]:
+    """transformers' own TorchAoConfig serialization (safetensors), for transformers users; SGLang refuses it."""
+    import tempfile
+
+    from transformers import LlamaForCausalLM, TorchAoConfig
+
+    with tempfile.TemporaryDirectory() as dense_dir:
+        export_hf(loaded.model, dense_dir, loaded.tokenizer, dtype=dtype)
+        hf_model = LlamaForCausalLM.from_pretrained(
+            dense_dir, dtype=dtype, quantization_config=TorchAoConfig(spec.make_torchao_config(), modules_to_not_convert=list(IGNORED_MODULES))
+        )
+    hf_model.save_pretrained(out, safe_serialization=True, max_shard_size=max_shard_bytes)
+    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    files += _write_tokenizer_files(out, loaded.tokenizer)
+    _write_json(out / MANIFEST_FILE, {**manifest, "files": sorted(set(files))})
+    return files
+
+
+def assert_no_pickle(directory: Path) -> None:
+    """Exports hold safetensors and JSON only: a pickle file would execute code when loaded."""
+    offending = [p for p in directory.rglob("*") if p.suffix in PICKLE_SUFFIXES]
+    if offending:
+        raise RuntimeError(f"export {directory} contains pickle-format files: {offending}")
+
+
+def export_one(cfg: ExportConfig, loaded: LoadedModel, quant: str, out: Path, gate: dict) -> Path:
+    dtype = DTYPES[cfg.dtype]
+    parent = resolve_checkpoint(cfg.ckpt)
+    manifest = {
+        "kind": "hf_export",
+        "quant": quant,
+        "format": "dense" if quant == "none" else cfg.format,
+        "model_config": loaded.model_config.to_dict(),
+        "tokenizer_fingerprint": loaded.tokenizer.fingerprint if loaded.tokenizer is not None else None,
+        "dtype": cfg.dtype,
+        "parent": str(parent),
+        "parent_fingerprint": fingerprint_path(parent),
+        "parent_lineage": loaded.manifest,
+        "release_gate": gate,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    max_shard_bytes = parse_size(cfg.max_shard_size)
+    if quant == "none":
+        export_hf(loaded.model, out, loaded.tokenizer, dtype=dtype, manifest=manifest, max_shard_bytes=max_shard_bytes)
+    elif cfg.format == "compressed-tensors":
+        write_compressed_tensors_export(loaded, out, quant_spec(quant), dtype, max_shard_bytes, manifest)
+    elif cfg.format == "torchao":
+        write_torchao_export(loaded, out, quant_spec(quant), dtype, max_shard_bytes, manifest)
+    else:
+        raise ValueError(f"format={cfg.format!r}; choose one of {FORMATS}")
+    assert_no_pickle(out)
+    # Weight fingerprints last, over the files as written.
+    final = json.loads((out / MANIFEST_FILE).read_text())
+    final["weights_sha256"] = {p.name: sha256_file(p) for p in sorted(out.glob("*.safetensors"))}
+    _write_json(out / MANIFEST_FILE, final)
+    log.info("exported %s (quant=%s) to %s", cfg.ckpt, quant, out)
+    return out
+
+
+def run_export(cfg: ExportConfig) -> Path:
+    """Export per `cfg`; returns the output directory (the parent of per-quant dirs for quant=all)."""
+    if cfg.ckpt is None:
+        raise ValueError("ckpt is required: python -m serving.export ckpt=<checkpoint|run dir|HF dir>")
+    if cfg.quant not in (*QUANT_CHOICES, "all"):
+        raise ValueError(f"quant={cfg.quant!r}; choose one of {[*QUANT_CHOICES, 'all']}")
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"dtype={cfg.dtype!r}; choose one of {sorted(DTYPES)}")
+    gate = check_release_gate(cfg.gate_report, cfg.force)
+    loaded = load_for_inference(cfg.ckpt)
+    if loaded.tokenizer is None:
+        log.warning("%s has no tokenizer: the export will lack tokenizer files and a chat template", cfg.ckpt)
+    out = Path(cfg.out or f"artifacts/export/{loaded.model_config.name}-{cfg.quant}")
+    quants = list(QUANT_CHOICES) if cfg.quant == "all" else [cfg.quant]
+    exports = {}
+    for quant in quants:
+        target = out / quant if cfg.quant == "all" else out
+        exports[quant] = export_one(cfg, loaded, quant, target, gate)
+    if cfg.report:
+        from serving.quality import QualityProbe, quality_report, write_quality_report
+
+        probe = QualityProbe.from_config(cfg, loaded)
+        rows = quality_report(loaded, exports, probe, dense_dtype=DTYPES[cfg.dtype])
+        print(write_quality_report(rows, out))
+    return out
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+
+    @hydra.main(config_path="../conf", config_name="export", version_base="1.3")
+    def _main(raw) -> None:
+        cfg = ExportConfig(**OmegaConf.to_container(raw, resolve=True))
+        out = run_export(cfg)
+        print(f"export written to {out}")
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()
