@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from lmforge.e2e.report import build_report  # noqa: E402
-from lmforge.e2e.runner import run_steps  # noqa: E402
+from lmforge.e2e.runner import StepFailed, run_steps  # noqa: E402
 from lmforge.e2e.steps import build_steps  # noqa: E402
 
 log = logging.getLogger("pipeline")
@@ -34,7 +34,11 @@ def main(cfg: DictConfig) -> None:
     env = {"WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    results = run_steps(build_steps(cfg), out / "logs", env=env)
+    try:
+        results = run_steps(build_steps(cfg), out / "logs", env=env)
+    except StepFailed as err:
+        # The step's own output is above and in its log; rerunning resumes at this step.
+        raise SystemExit(f"\npipeline stopped: {err}\nFix the cause and rerun: finished steps are skipped.") from None
     report = build_report(out, results, wandb_enabled=bool(cfg.wandb))
     print(f"\n{'step':<16}{'status':<8}{'seconds':>9}")
     for r in results:

@@ -102,7 +102,7 @@ def check_release_gate(gate_report: str | None, force: bool) -> dict[str, Any]:
     if gate_report is None:
         log.warning("no gate_report given: the release gate was not checked for this export")
         return {"checked": False}
-    from lmforge.eval import gate_verdict
+    from lmforge.eval.gate import gate_verdict  # `lmforge.eval` does not re-export it (yet)
 
     verdict = gate_verdict(gate_report)
     record = {"checked": True, "report": str(gate_report), "passed": verdict.passed,

@@ -52,7 +52,7 @@ def _overfit(model, sequences: list[list[int]], steps: int) -> float:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,15 @@ from omegaconf import DictConfig
 
 from lmforge.e2e.runner import Step
 
-# The checkpoints the report compares, in lineage order.
-CHECKPOINTS = ("pretrain", "sft", "dpo", "rl")
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _has_stage(name: str) -> bool:
+    return (REPO / "conf" / "stage" / f"{name}.yaml").exists()
+
+
+# The checkpoints the report compares, in lineage order (a stage this checkout lacks is left out).
+CHECKPOINTS = ("pretrain", "sft", "dpo") + (("rl",) if _has_stage("rl") else ())
 
 
 def _python(*args: str) -> list[str]:
@@ -49,11 +56,13 @@ def build_steps(cfg: DictConfig) -> list[Step]:
              description="tokenize + pack into webdataset shards"),
         train("pretrain", None, cfg.steps.pretrain, "data=curated", f"data.shards_dir={shards}",
               f"data.corpus_dir={corpus}", f"model.max_seq_len={cfg.seq_len}"),
-        train("sft", "pretrain", cfg.steps.sft),
-        train("dpo", "sft", cfg.steps.dpo),
-        train("rl", "dpo", cfg.steps.rl),
-        train("cai", "sft", 0, f"cai.num_prompts={cfg.steps.cai_prompts}"),
+        train("sft", "pretrain", cfg.steps.sft, "experiment=sft_tiny"),
+        train("dpo", "sft", cfg.steps.dpo, "experiment=dpo_tiny", f"module.reference_cache_dir={out / 'dpo' / 'reference_cache'}"),
     ]
+    if _has_stage("rl"):
+        steps.append(train("rl", "dpo", cfg.steps.rl))
+    if _has_stage("cai"):
+        steps.append(train("cai", "sft", 0, f"cai.num_prompts={cfg.steps.cai_prompts}"))
     # Held-out generated tasks (format, accuracy, preference margin) and the benchmark suite
     # for every checkpoint; each report names its parent's so the gate can compare.
     previous = None
@@ -73,8 +82,8 @@ def build_steps(cfg: DictConfig) -> list[Step]:
     final = CHECKPOINTS[-1]
     export_dir = out / "export"
     steps.append(Step("export", _python("-m", "serving.export", f"ckpt={out / final}", f"quant={cfg.quant}",
-                                        f"out={export_dir}", f"report={out / 'eval' / final}",
-                                        f"force={str(cfg.force_export).lower()}", f"lineage={out}"),
+                                        f"out={export_dir}", f"gate_report={out / 'eval' / final}",
+                                        f"val_shards={shards}", f"force={str(cfg.force_export).lower()}"),
                       export_dir, parents=[f"eval_{final}"], description=f"torchao {cfg.quant} -> compressed-tensors"))
     if cfg.serve_smoke:
         steps.append(Step("serve_smoke", _python("-m", "lmforge.e2e.serve_smoke", str(export_dir), str(out / "serve_smoke")),
