@@ -99,3 +99,19 @@ def test_bad_request_is_400(server):
     assert response.status_code == 400
     response = httpx.post(f"{base}/v1/completions", headers=_auth(), json={"prompt": "x", "top_p": 0})
     assert response.status_code == 400
+
+
+def test_project_client_against_local_server(server):
+    """`serving.client.OpenAIClient` (as lmforge.eval.judge calls it) talks to serving.local."""
+    import serving.client as client_module
+
+    base, _ = server
+    client = client_module.OpenAIClient(base_url=f"{base}/v1", api_key=API_KEY, timeout=60, max_retries=0)
+    reply = client.chat([{"role": "user", "content": "hello"}], temperature=0.0, max_tokens=8)
+    expected = httpx.post(f"{base}/v1/chat/completions", headers=_auth(), timeout=60,
+                          json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8,
+                                "temperature": 0}).json()["choices"][0]["message"]["content"]
+    assert reply == expected  # greedy: the client returns exactly the server's message
+    wrong = client_module.OpenAIClient(base_url=f"{base}/v1", api_key="wrong", timeout=60, max_retries=0)
+    with pytest.raises(Exception, match="401"):
+        wrong.chat([{"role": "user", "content": "hello"}], temperature=0.0, max_tokens=8)

@@ -36,6 +36,16 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def _flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def read_curve(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
     """{metric: [(step, value), ...]} from a Lightning CSVLogger file."""
     curves: dict[str, list[tuple[int, float]]] = {}
@@ -128,13 +138,15 @@ def _section_funnel(out: Path, lines: list[str]) -> None:
     if not funnel:
         lines += ["(no funnel.json)", ""]
         return
-    steps = funnel.get("steps", funnel)
+    steps = funnel.get("steps", {})
     lines += ["| step | docs in | docs out | MB in | MB out | top removal reasons |", "|---|---|---|---|---|---|"]
-    for step in steps if isinstance(steps, list) else []:
-        reasons = step.get("removed_by_reason") or step.get("reasons") or {}
+    for name, step in steps.items():
+        reasons = step.get("removed") or {}
         top = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
-        lines.append(f"| {step.get('step') or step.get('name')} | {step.get('docs_in')} | {step.get('docs_out')} | "
-                     f"{_fmt((step.get('bytes_in') or 0) / 1e6, 2)} | {_fmt((step.get('bytes_out') or 0) / 1e6, 2)} | {top} |")
+        if step.get("modified"):
+            top += (", " if top else "") + "modified: " + ", ".join(f"{k} {v}" for k, v in step["modified"].items())
+        lines.append(f"| {name} | {step.get('docs_in')} | {step.get('docs_out')} | "
+                     f"{_fmt(step.get('bytes_in', 0) / 1e6, 2)} | {_fmt(step.get('bytes_out', 0) / 1e6, 2)} | {top} |")
     if (out / "corpus" / "funnel.png").exists():
         shutil.copy(out / "corpus" / "funnel.png", out / "funnel.png")
         lines += ["", "![funnel](funnel.png)"]
@@ -204,22 +216,24 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
     lines.append("")
 
     lines += ["## 5. Benchmarks per checkpoint (eval suite)", ""]
-    metric_names = sorted({k for e in evals.values() if e for k in (e.get("metrics") or {})})
+    flat = {n: _flatten((e or {}).get("metrics") or {}) for n, e in evals.items()}
+    metric_names = sorted({k for m in flat.values() for k in m})
     if metric_names:
         lines += ["| metric | " + " | ".join(CHECKPOINTS) + " |", "|---" * (len(CHECKPOINTS) + 1) + "|"]
         for m in metric_names:
-            lines.append(f"| {m} | " + " | ".join(_fmt(((evals.get(n) or {}).get("metrics") or {}).get(m))
-                                                  for n in CHECKPOINTS) + " |")
+            lines.append(f"| {m} | " + " | ".join(_fmt(flat[n].get(m)) for n in CHECKPOINTS) + " |")
     final_eval = evals.get(CHECKPOINTS[-1]) or {}
     verdict = final_eval.get("gate") or {}
     lines += ["", f"**Release gate ({CHECKPOINTS[-1]}):** {'PASS' if verdict.get('passed') else 'FAIL'}"]
-    for reason in verdict.get("reasons", []) or verdict.get("failures", []) or []:
-        lines.append(f"- {reason}")
+    for check in verdict.get("checks", []):
+        parent = "" if check.get("parent_value") is None else f", parent {_fmt(check['parent_value'])}"
+        lines.append(f"- {'ok ' if check['passed'] else 'FAIL'} {check['metric']} {check['rule']} "
+                     f"{check['threshold']}: {_fmt(check['value'])}{parent} {check.get('reason') or ''}")
     lines.append("")
 
     lines += ["## 6. Quantized export", ""]
     if quality:
-        rows = quality.get("rows") or quality.get("table") or []
+        rows = quality if isinstance(quality, list) else (quality.get("rows") or [])
         if rows:
             keys = list(rows[0].keys())
             lines += ["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]

@@ -1,0 +1,51 @@
+"""The main job on a minimal config: every artifact and manifest exists, the tokenizer
+fingerprint chains from shards through every checkpoint to the export, and a rerun skips
+every finished step."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = ["steps.pretrain=6", "steps.sft=4", "steps.dpo=3", "steps.rl=2", "steps.cai_prompts=2",
+           "eval_tasks_n=4", "wandb=false"]
+
+
+def _run(out: Path) -> str:
+    proc = subprocess.run([sys.executable, "scripts/pipeline.py", f"out_dir={out}", *MINIMAL], cwd=REPO,
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_pipeline_artifacts_lineage_and_rerun(tmp_path):
+    sys.path.insert(0, str(REPO / "src"))
+    from lmforge.e2e.steps import CHECKPOINTS
+
+    out = tmp_path / "e2e"
+    _run(out)
+    done = sorted(p.parent.name for p in out.rglob("e2e_step.json"))
+    for artifact in ("corpus", "tokenizer", "shards", *CHECKPOINTS, "export"):
+        assert (out / artifact / "manifest.json").exists(), f"{artifact} has no manifest"
+        assert artifact in done
+    for name in CHECKPOINTS:
+        assert (out / "eval" / name / "report.json").exists()
+        assert (out / "tasks" / name / "report.json").exists()
+
+    tokenizer_fp = json.loads((out / "tokenizer" / "manifest.json").read_text())["fingerprint"]
+    assert json.loads((out / "shards" / "manifest.json").read_text())["tokenizer_fingerprint"] == tokenizer_fp
+    for name in CHECKPOINTS:
+        assert json.loads((out / name / "manifest.json").read_text())["tokenizer_fingerprint"] == tokenizer_fp
+    lineage = json.loads((out / "export" / "lineage.json").read_text())
+    assert lineage["tokenizer_fingerprints_agree"] is True
+    assert [Path(c["path"]).name for c in lineage["checkpoints"].values()] == list(CHECKPOINTS)
+    assert (out / "report.md").read_text().count("|") > 50
+
+    again = _run(out)
+    steps = len(list(out.rglob("e2e_step.json")))
+    assert again.count("already complete") == steps
+    assert "done in" not in again
