@@ -66,3 +66,33 @@ done
 # 3. SGLang on each export.
 "$PY" -m serving.sglang_check --sglang-python "$SGLANG_PYTHON" --out "$OUT_DIR" "${EXPORTS[@]}" \
   | tee "$OUT_DIR/sglang_check.txt"
+
+# 4. lm-eval against the SGLang-served bf16 export: GSM8K from ../shared/benchmarks (or $GSM8K_JSONL)
+#    through lm-eval's `local-completions` model, as documented in the README (Evaluation).
+GSM8K_JSONL=${GSM8K_JSONL:-$(cd .. && pwd)/shared/benchmarks/gsm8k/test.jsonl}
+if [[ -f "$GSM8K_JSONL" ]]; then
+  mkdir -p "$OUT_DIR/lmeval_tasks"
+  cat > "$OUT_DIR/lmeval_tasks/gsm8k_local.yaml" <<YAML
+task: gsm8k_local
+dataset_path: json
+dataset_kwargs: {data_files: {test: "$GSM8K_JSONL"}}
+test_split: test
+output_type: generate_until
+doc_to_text: "Question: {{question}}\nAnswer:"
+doc_to_target: "{{answer.split('####')[-1].strip()}}"
+generation_kwargs: {until: ["Question:", "\n\n"], do_sample: false, max_gen_toks: 64}
+metric_list: [{metric: exact_match, aggregation: mean, higher_is_better: true}]
+YAML
+  BF16="$OUT_DIR/export/none"
+  "$SGLANG_PYTHON" -m sglang.launch_server --model-path "$BF16" --port 30001 --host 127.0.0.1 \
+      > "$OUT_DIR/sglang_lmeval.log" 2>&1 &
+  SGL_PID=$!
+  for _ in $(seq 1 180); do curl -sf http://127.0.0.1:30001/health >/dev/null && break; sleep 1; done
+  "$PY" -m lm_eval --model local-completions --tasks gsm8k_local --include_path "$OUT_DIR/lmeval_tasks" \
+      --model_args "model=$BF16,base_url=http://127.0.0.1:30001/v1/completions,tokenizer_backend=huggingface,tokenizer=$BF16,num_concurrent=16" \
+      --limit 50 --output_path "$OUT_DIR/lmeval" 2>&1 | tee "$OUT_DIR/lmeval.txt" || echo "lm-eval failed (see $OUT_DIR/lmeval.txt)"
+  kill "$SGL_PID" 2>/dev/null || true
+fi
+
+# 5. Training on the GPU: bf16 1B pre-training under FSDP2 on one device, tokens/s and MFU.
+OUT_DIR="$OUT_DIR" PY="$PY" bash scripts/gpu_check_train.sh

@@ -1,0 +1,29 @@
+"""Reward functions for RL: each maps (prompt, completion, sample) -> float, combined by weight.
+
+A reward function takes ``completions: list[str]`` plus per-sample metadata (``samples: list[dict]``,
+carrying e.g. the generated `Task` under "task" or a reference ``answer``) and returns a list of floats.
+"""
+
+from __future__ import annotations
+
+from lmforge.rewards.core import (
+    REWARDS,
+    CombinedReward,
+    build_reward,
+    math_answer,
+    parse_number,
+    reasoning_format,
+    register,
+    task_answer,
+)
+
+__all__ = [
+    "REWARDS",
+    "CombinedReward",
+    "build_reward",
+    "math_answer",
+    "parse_number",
+    "reasoning_format",
+    "register",
+    "task_answer",
+]

@@ -1,0 +1,122 @@
+"""Rule-based rewards, a registry, and weighted combination from config."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from lmforge.data.tasks import Task, is_correct, task_from_record
+
+RewardFn = Callable[[Sequence[str], Sequence[Mapping[str, Any]]], list[float]]
+REWARDS: dict[str, Callable[..., RewardFn]] = {}
+
+_NUMBER_RE = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_GSM8K_RE = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
+_THINK_RE = re.compile(r"^\s*<think>\s*(\S.*?)</think>\s*(\S.*)$", re.DOTALL)
+
+
+def register(name: str) -> Callable[[Callable[..., RewardFn]], Callable[..., RewardFn]]:
+    def wrap(factory: Callable[..., RewardFn]) -> Callable[..., RewardFn]:
+        REWARDS[name] = factory
+        return factory
+
+    return wrap
+
+
+def parse_number(text: str) -> float | None:
+    """A number written with thousands commas, a currency sign or a trailing period; None if absent."""
+    cleaned = text.strip().replace("$", "").replace(",", "").rstrip(".")
+    try:
+        return float(cleaned)
+    except ValueError:
+        return None
+
+
+def final_number(text: str) -> float | None:
+    """The GSM8K-style answer: after the last ``#### ``, else the last number in the text."""
+    marked = _GSM8K_RE.findall(text)
+    if marked:
+        found = _NUMBER_RE.findall(marked[-1])
+        return parse_number(found[0]) if found else None
+    numbers = _NUMBER_RE.findall(text)
+    return parse_number(numbers[-1]) if numbers else None
+
+
+def _reference_answer(sample: Mapping[str, Any]) -> str:
+    if "answer" in sample:
+        return str(sample["answer"])
+    if "task" in sample:
+        return _as_task(sample["task"]).answer
+    raise KeyError("math_answer needs an 'answer' (or 'task') field in each sample")
+
+
+def _as_task(value: Any) -> Task:
+    return value if isinstance(value, Task) else task_from_record(dict(value))
+
+
+@register("math_answer")
+def math_answer(tolerance: float = 1e-6) -> RewardFn:
+    """1.0 when the completion's final number equals the reference (GSM8K ``#### N`` or a trailing number)."""
+
+    def score(completions: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> list[float]:
+        out = []
+        for completion, sample in zip(completions, samples, strict=True):
+            predicted = final_number(completion)
+            reference = final_number(_reference_answer(sample))
+            ok = predicted is not None and reference is not None and abs(predicted - reference) <= tolerance
+            out.append(1.0 if ok else 0.0)
+        return out
+
+    return score
+
+
+@register("reasoning_format")
+def reasoning_format() -> RewardFn:
+    """1.0 when the completion is ``<think>non-empty reasoning</think>`` followed by a non-empty answer."""
+
+    def score(completions: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> list[float]:
+        return [1.0 if _THINK_RE.match(c) else 0.0 for c in completions]
+
+    return score
+
+
+@register("task_answer")
+def task_answer() -> RewardFn:
+    """1.0 when `lmforge.data.tasks.is_correct` accepts the completion for the sample's task."""
+
+    def score(completions: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> list[float]:
+        return [1.0 if is_correct(_as_task(s["task"]), c) else 0.0 for c, s in zip(completions, samples, strict=True)]
+
+    return score
+
+
+@dataclass
+class CombinedReward:
+    """sum_i weight_i * reward_i; `components` keeps each term for logging."""
+
+    functions: dict[str, RewardFn]
+    weights: dict[str, float]
+
+    def __call__(self, completions: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> tuple[list[float], dict[str, list[float]]]:
+        components = {name: fn(completions, samples) for name, fn in self.functions.items()}
+        total = [0.0] * len(completions)
+        for name, values in components.items():
+            total = [t + self.weights[name] * v for t, v in zip(total, values, strict=True)]
+        return total, components
+
+
+def build_reward(spec: Mapping[str, Any]) -> CombinedReward:
+    """From config ``{name: {weight: w, **kwargs}}`` (or ``{name: w}``) to a `CombinedReward`."""
+    functions, weights = {}, {}
+    for name, options in spec.items():
+        if name == "reward_model":
+            from lmforge.rewards import reward_model  # noqa: F401  (registers on import; needs torch)
+        if name not in REWARDS:
+            raise KeyError(f"unknown reward '{name}' in config; known: {sorted(REWARDS)}")
+        options = {"weight": float(options)} if isinstance(options, (int, float)) else dict(options or {})
+        weights[name] = float(options.pop("weight", 1.0))
+        functions[name] = REWARDS[name](**options)
+    if not functions:
+        raise ValueError("reward config is empty: name at least one of " + ", ".join(sorted(REWARDS)))
+    return CombinedReward(functions, weights)
