@@ -185,9 +185,10 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
     val = curves.get("val/loss") or []
     train = curves.get("train/loss") or []
     if train:
-        lines.append(f"train loss {train[0][1]:.3f} (step {train[0][0]}) -> {train[-1][1]:.3f} (step {train[-1][0]})")
+        lines.append(f"- train loss {train[0][1]:.3f} (step {train[0][0]}) -> {train[-1][1]:.3f} (step {train[-1][0]})")
     if val:
-        lines.append(f"; held-out loss {val[0][1]:.3f} -> {val[-1][1]:.3f}, perplexity {math.exp(val[-1][1]):.1f}")
+        lines.append(f"- held-out loss {val[0][1]:.3f} (step {val[0][0]}) -> {val[-1][1]:.3f} (step {val[-1][0]}), "
+                     f"held-out perplexity {math.exp(val[-1][1]):.1f}")
     if plot_loss(curves, out / "pretrain_loss.png"):
         lines += ["", "![pretraining loss](pretrain_loss.png)"]
     lines.append("")

@@ -60,7 +60,8 @@ def build_steps(cfg: DictConfig) -> list[Step]:
         train("dpo", "sft", cfg.steps.dpo, "experiment=dpo_tiny", f"module.reference_cache_dir={out / 'dpo' / 'reference_cache'}"),
     ]
     if _has_stage("rl"):
-        steps.append(train("rl", "dpo", cfg.steps.rl))
+        # Reasoning RL with the verifiable task reward; a low lr since few sampled answers are right.
+        steps.append(train("rl", "dpo", cfg.steps.rl, "experiment=rl_tasks", "optim.lr=5e-5"))
     if _has_stage("cai"):
         steps.append(train("cai", "sft", 0, f"cai.num_prompts={cfg.steps.cai_prompts}"))
     # Held-out generated tasks (format, accuracy, preference margin) and the benchmark suite
