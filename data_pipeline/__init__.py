@@ -1,7 +1,7 @@
 """Corpus curation: raw web pages -> clean, deduplicated, balanced per-domain JSONL.
 
 Entry points: ``run_pipeline(cfg) -> Path`` (Python) and ``python -m data_pipeline``
-(Hydra CLI). See docs/data_pipeline.md.
+(Hydra CLI). See README.md, "Data pipeline".
 """
 
 from __future__ import annotations

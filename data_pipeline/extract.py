@@ -1,7 +1,7 @@
 """Main-content extraction from HTML (resiliparse by default, trafilatura optional).
 
 resiliparse's ``main_content`` mode drops nav/footer/aside blocks by DOM heuristics and
-runs ~10-50x faster than trafilatura here (see docs/data_pipeline.md for the numbers);
+runs ~10-50x faster than trafilatura here (see README.md, data pipeline "Benchmark", for the numbers);
 trafilatura is kept as the option that favours precision on article pages.
 """
 

@@ -4,7 +4,7 @@ Starts `python -m sglang.launch_server` on the export, waits for `/health` and p
 OpenAI-compatible endpoint; `engine=true` runs the offline `sglang.Engine` on a prompt instead.
 `--quantization` is never passed: SGLang reads `quantization_config` from config.json and picks
 its compressed-tensors scheme (W8A8-int8, WNA16, FP8) itself, which is the only way it serves
-these pre-quantized weights. SGLang lives in its own deploy venv (docs/serving.md), so this module
+these pre-quantized weights. SGLang lives in its own deploy venv (README.md, "Serving"), so this module
 imports it only on the `engine=true` path and launches the server through `python`.
 """
 

@@ -3,7 +3,7 @@
 torchao does the arithmetic (calibration-free, weight-only rounding or symmetric int8); the
 quantized tensors it produces (`qdata` + `scale`) are then stored under the names, dtypes and
 `quantization_config` that compressed-tensors defines and that SGLang, vLLM and transformers
-auto-detect from config.json. SGLang 0.5.x has no torchao loader any more (see docs/serving.md),
+auto-detect from config.json. SGLang 0.5.x has no torchao loader any more (see README.md, "Serving"),
 which is why the on-disk format is compressed-tensors rather than torchao's own.
 
     quant     torchao config                                   compressed-tensors

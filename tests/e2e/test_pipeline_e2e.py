@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-MINIMAL = ["steps.pretrain=6", "steps.sft=4", "steps.dpo=3", "steps.rl=2", "steps.cai_prompts=2",
+MINIMAL = ["steps.pretrain=6", "steps.sft=4", "steps.dpo=3", "steps.rl=2", "steps.cai_prompts=2", "steps.cai_train=2",
            "eval_tasks_n=4", "wandb=false"]
 
 

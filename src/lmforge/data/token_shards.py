@@ -1,23 +1,30 @@
 """Pre-training batches from token shards (written by `data_pipeline.shards`).
 
-Batch: `{"input_ids": LongTensor[B, seq_len]}`; the pretrain stage shifts for next-token loss.
+Batch: `{"input_ids": LongTensor[B, seq_len]}`, B the per-device batch size. The pretrain stage
+shifts inside the window (position t predicts token t+1), as HF causal LMs do.
 
-Sampling is a pure function of the global sample index g: a seeded draw picks g's domain by
-the mix weights, and each domain is read as an endless stream (one pass over its shards in
-an epoch-seeded order, then the next epoch). Global batch b is samples
-[b*B*W, (b+1)*B*W) for batch size B and W data-parallel ranks; rank r takes its B-slice. So:
-- resuming needs only the number of global batches already trained (saved in the checkpoint
-  through `state_dict`): the resumed run sees exactly what an uninterrupted run would;
+Sampling is a pure function of the global sample index g, so no iterator state needs saving:
+- g's domain is a seeded draw with the mix weights;
+- each domain is an endless stream of its training sequences: epoch e visits the shards in an
+  (seed, e)-shuffled order and each shard's sequences in an (seed, e, shard)-shuffled order;
+  a domain's k-th draw reads position k of its stream.
+Global batch b is samples [b*B*W, (b+1)*B*W) for W data-parallel ranks; rank r takes the r-th
+B-slice. Hence:
+- resuming needs only the number of global batches trained (`state_dict`, which Lightning stores
+  in every checkpoint): the resumed run sees exactly the samples of an uninterrupted run;
 - W ranks with batch B see the same global batches as one process with batch B*W;
-- DataLoader workers each build whole batches (b % num_workers == worker id), and PyTorch
-  fetches workers round-robin, so the order does not depend on num_workers.
+- with num_workers > 0 each worker builds whole batches (b mod num_workers), and PyTorch
+  collects workers round-robin, so the order does not depend on num_workers.
+Each rank reads every shard it needs (and keeps one shard per domain in memory): simple and
+exact; the I/O is small next to the model's compute at the sizes this repo trains.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -29,6 +36,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from lmforge.tokenizer import Tokenizer, check_fingerprint
 
 log = logging.getLogger(__name__)
+
+SAMPLE_KEY = "tokens.bin"
+# Independent random streams derived from the one data seed.
+_MIX_STREAM, _ORDER_STREAM = 0, 1
+_MIX_BLOCK = 1 << 16  # domain draws are made in seeded blocks, so any range is cheap to recompute
 
 
 def _read_tar(url: str) -> wds.WebDataset:
@@ -46,52 +58,59 @@ def load_shard_manifest(shards_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def read_shard(path: Path, dtype: np.dtype, expected: int | None = None) -> np.ndarray:
+    """All sequences of one shard, [n, seq_len], in the order they were written."""
+    rows = [np.frombuffer(sample[SAMPLE_KEY], dtype=dtype) for sample in _read_tar(str(path))]
+    if expected is not None and len(rows) != expected:
+        raise ValueError(
+            f"shard {path} holds {len(rows)} sequences but its manifest says {expected}; rewrite the shards"
+        )
+    return np.stack(rows)
+
+
+def _name_seed(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
+
+
 class DomainStream:
-    """Sequential reader of one domain's sequences with random access by position.
+    """One domain's training sequences as an endless, epoch-shuffled stream addressable by
+    position: position p is (epoch p // n, index p % n), computed rather than replayed."""
 
-    Position c maps to (epoch c // n, index c % n) in that epoch's shard order. Reading is
-    forward-only inside a shard (tar streams), so callers request increasing positions.
-    """
-
-    def __init__(self, root: Path, shards: list[dict], dtype: str, seed: int) -> None:
-        self.root, self.shards, self.dtype, self.seed = root, shards, np.dtype(dtype), seed
-        self.counts = [s["sequences"] for s in shards]
+    def __init__(self, root: Path, shards: list[dict], dtype: str, seed: int, domain: str) -> None:
+        self.root, self.shards, self.dtype = root, shards, np.dtype(dtype)
+        self.seed = [seed, _ORDER_STREAM, _name_seed(domain)]
+        self.counts = [int(s["sequences"]) for s in shards]
         self.size = sum(self.counts)
         if self.size == 0:
-            raise ValueError(f"domain shards under {root} hold no sequences")
-        self._epoch = -1
+            raise ValueError(f"domain {domain!r} in {root} has no training sequences")
+        self._layout_epoch = -1
         self._order: list[int] = []
-        self._starts: list[int] = []
-        self._shard_pos = -1  # index into _order of the open shard
-        self._iter: Iterator | None = None
-        self._next_index = 0  # index (within the open shard) the iterator yields next
+        self._starts = np.zeros(0, dtype=np.int64)
+        self._loaded: tuple[int, int] | None = None  # (epoch, shard) whose rows are in memory
+        self._rows = np.zeros((0, 0))
+        self._row_order = np.zeros(0, dtype=np.int64)
 
     def _set_epoch(self, epoch: int) -> None:
-        rng = np.random.default_rng([self.seed, epoch])
-        self._order = [int(i) for i in rng.permutation(len(self.shards))]
-        self._starts = list(np.cumsum([0] + [self.counts[i] for i in self._order])[:-1])
-        self._epoch, self._shard_pos, self._iter = epoch, -1, None
+        order = np.random.default_rng([*self.seed, epoch]).permutation(len(self.shards))
+        self._order = [int(i) for i in order]
+        self._starts = np.cumsum([0] + [self.counts[i] for i in self._order])[:-1]
+        self._layout_epoch = epoch
 
-    def _open(self, shard_pos: int) -> None:
-        url = str(self.root / self.shards[self._order[shard_pos]]["path"])
-        self._iter = iter(_read_tar(url))
-        self._shard_pos, self._next_index = shard_pos, 0
+    def _load(self, epoch: int, shard: int) -> None:
+        if self._loaded is None or self._loaded[1] != shard:
+            self._rows = read_shard(self.root / self.shards[shard]["path"], self.dtype, self.counts[shard])
+        self._row_order = np.random.default_rng([*self.seed, epoch, shard]).permutation(self.counts[shard])
+        self._loaded = (epoch, shard)
 
     def get(self, position: int) -> np.ndarray:
         epoch, index = divmod(position, self.size)
-        if epoch != self._epoch:
+        if epoch != self._layout_epoch:
             self._set_epoch(epoch)
-        shard_pos = int(np.searchsorted(self._starts, index, side="right") - 1)
-        offset = index - self._starts[shard_pos]
-        if shard_pos != self._shard_pos or offset < self._next_index:
-            self._open(shard_pos)
-        assert self._iter is not None
-        while self._next_index < offset:  # skip forward (resume, other workers' samples)
-            next(self._iter)
-            self._next_index += 1
-        sample = next(self._iter)
-        self._next_index += 1
-        return np.frombuffer(sample["tokens.bin"], dtype=self.dtype)
+        k = int(np.searchsorted(self._starts, index, side="right") - 1)
+        shard = self._order[k]
+        if self._loaded != (epoch, shard):
+            self._load(epoch, shard)
+        return self._rows[self._row_order[index - self._starts[k]]]
 
 
 class MixedTokenStream(IterableDataset):
@@ -118,72 +137,82 @@ class MixedTokenStream(IterableDataset):
     def domain_choices(self, start: int, stop: int) -> np.ndarray:
         """Domain index of global samples [start, stop): blocks of a seeded generator, so any
         range is reproducible without drawing everything before it."""
-        block = 1 << 16
+        if stop <= start:
+            return np.zeros(0, dtype=np.int64)
         out = []
-        for b in range(start // block, (stop - 1) // block + 1):
-            rng = np.random.default_rng([self.seed, 7, b])
-            draws = rng.choice(len(self.domains), size=block, p=self.probs)
-            lo, hi = max(start, b * block) - b * block, min(stop, (b + 1) * block) - b * block
-            out.append(draws[lo:hi])
+        for block in range(start // _MIX_BLOCK, (stop - 1) // _MIX_BLOCK + 1):
+            rng = np.random.default_rng([self.seed, _MIX_STREAM, block])
+            draws = rng.choice(len(self.domains), size=_MIX_BLOCK, p=self.probs)
+            base = block * _MIX_BLOCK
+            out.append(draws[max(start, base) - base : min(stop, base + _MIX_BLOCK) - base])
         return np.concatenate(out)
 
     def domain_positions_before(self, global_sample: int) -> np.ndarray:
-        """Per-domain stream positions reached after `global_sample` samples."""
+        """How many samples each domain has served before global sample `global_sample`."""
         counts = np.zeros(len(self.domains), dtype=np.int64)
-        block = 1 << 20
-        for start in range(0, global_sample, block):
-            counts += np.bincount(self.domain_choices(start, min(global_sample, start + block)),
-                                  minlength=len(self.domains))
+        for start in range(0, global_sample, 16 * _MIX_BLOCK):
+            stop = min(global_sample, start + 16 * _MIX_BLOCK)
+            counts += np.bincount(self.domain_choices(start, stop), minlength=len(self.domains))
         return counts
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         fmt = self.manifest["format"]
-        streams = [
-            DomainStream(self.root, self.manifest["domains"][d]["train"]["shards"], fmt["dtype"],
-                         seed=self.seed * 1000 + i)
-            for i, d in enumerate(self.domains)
-        ]
+        streams = [DomainStream(self.root, self.manifest["domains"][d]["train"]["shards"], fmt["dtype"],
+                                self.seed, d) for d in self.domains]
         global_batch = self.batch_size * self.world_size
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         b = self.start_batch + worker
         positions = self.domain_positions_before(b * global_batch)
         while True:
-            first = b * global_batch
-            choices = self.domain_choices(first, first + global_batch)
-            rows = []
-            for k, domain in enumerate(choices):
-                mine = self.rank * self.batch_size <= k < (self.rank + 1) * self.batch_size
-                if mine:
-                    rows.append(streams[domain].get(int(positions[domain])))
-                positions[domain] += 1
+            choices = self.domain_choices(b * global_batch, (b + 1) * global_batch)
+            # Position of each sample within its domain's stream.
+            offsets = np.zeros(len(choices), dtype=np.int64)
+            for d in range(len(self.domains)):
+                hit = choices == d
+                offsets[hit] = positions[d] + np.arange(int(hit.sum()))
+            rows = [streams[d].get(int(p)) for d, p in zip(choices[mine], offsets[mine])]
             yield {"input_ids": torch.from_numpy(np.stack(rows).astype(np.int64))}
-            # Skip the batches other workers build: advance positions past them.
-            skip_to = b + n_workers
-            skipped = self.domain_choices((b + 1) * global_batch, skip_to * global_batch) if n_workers > 1 else []
-            positions += np.bincount(np.asarray(skipped, dtype=np.int64), minlength=len(self.domains))
-            b = skip_to
+            # Advance past this batch and the ones the other workers build.
+            skipped = self.domain_choices(b * global_batch, (b + n_workers) * global_batch)
+            positions += np.bincount(skipped, minlength=len(self.domains))
+            b += n_workers
+
+
+class _PositionedLoader(DataLoader):
+    """A DataLoader that asks where training stands each time iteration (re)starts: after a
+    resume, or when Lightning starts a new epoch under `limit_train_batches`, the stream goes on
+    from the batches already trained instead of replaying from the loader's creation point."""
+
+    position: Callable[[], int] | None = None
+
+    def __iter__(self):
+        if self.position is not None:
+            self.dataset.start_batch = self.position()
+        return super().__iter__()
 
 
 def read_validation(root: Path, manifest: dict, domains: list[str], max_sequences: int | None) -> torch.Tensor:
-    """All held-out sequences of the given domains, in a fixed order (capped per domain)."""
+    """Held-out sequences of the given domains in a fixed order (the first `max_sequences` of each)."""
     rows = []
     dtype = np.dtype(manifest["format"]["dtype"])
     for domain in domains:
         taken = 0
         for shard in manifest["domains"][domain]["val"]["shards"]:
-            for sample in _read_tar(str(root / shard["path"])):
-                if max_sequences is not None and taken >= max_sequences:
-                    break
-                rows.append(np.frombuffer(sample["tokens.bin"], dtype=dtype))
-                taken += 1
+            if max_sequences is not None and taken >= max_sequences:
+                break
+            shard_rows = read_shard(root / shard["path"], dtype, shard["sequences"])
+            keep = shard_rows if max_sequences is None else shard_rows[: max_sequences - taken]
+            rows.extend(keep)
+            taken += len(keep)
     if not rows:
         raise ValueError(f"no validation sequences in {root} for domains {domains}")
     return torch.from_numpy(np.stack(rows).astype(np.int64))
 
 
 class TokenShardDataModule(L.LightningDataModule):
-    """Token shards mixed by domain weights; exactly resumable (see module docstring)."""
+    """Token shards mixed by domain weights; exactly resumable (see the module docstring)."""
 
     def __init__(
         self,
@@ -213,15 +242,15 @@ class TokenShardDataModule(L.LightningDataModule):
         self.manifest: dict | None = None
 
     def prepare_data(self) -> None:
-        """Rank 0 only: write the shards from `corpus_dir` if they are missing (the embedded
-        default corpus is built first when that is what corpus_dir names)."""
+        """Local rank 0 only: write the shards from `corpus_dir` if they are missing (a missing
+        corpus dir named `default_corpus` is first built from the interpreter's own text)."""
         if (self.root / "manifest.json").exists() or self.corpus_dir is None:
             return
         from data_pipeline.shards import ShardConfig, write_shards
         from lmforge.data.default_corpus import ensure_default_corpus
 
         corpus = Path(self.corpus_dir)
-        if not (corpus / "manifest.json").exists() and corpus.name == "default_corpus":
+        if not corpus.exists() and corpus.name == "default_corpus":
             ensure_default_corpus(corpus)
         seq_len = self.expected_seq_len or 256
         log.info("writing token shards %s from %s (seq_len %d)", self.root, corpus, seq_len)
@@ -238,7 +267,7 @@ class TokenShardDataModule(L.LightningDataModule):
         if self.expected_seq_len is not None and seq_len != self.expected_seq_len:
             raise ValueError(
                 f"shards in {self.root} hold sequences of {seq_len} tokens but the run expects "
-                f"{self.expected_seq_len} (data.seq_len / model.max_seq_len); rewrite the shards with seq_len={self.expected_seq_len}"
+                f"{self.expected_seq_len} (model.max_seq_len); rewrite them with seq_len={self.expected_seq_len}"
             )
         available = sorted(manifest["domains"])
         weights = self.weights or {d: 1.0 for d in available}
@@ -250,37 +279,47 @@ class TokenShardDataModule(L.LightningDataModule):
             raise ValueError("data.weights gives every domain weight 0")
         self.manifest = manifest
 
+    def _trainer(self) -> L.Trainer | None:
+        return getattr(self, "trainer", None)
+
     def _rank_world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
+        trainer = self._trainer()
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def batches_trained(self) -> int:
+        """Global batches trained so far: every batch before global_step * accumulate was
+        stepped on and none after it (Lightning saves checkpoints after the optimizer step)."""
+        trainer = self._trainer()
         if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
+            return self.batches_consumed
+        return int(trainer.global_step * trainer.accumulate_grad_batches)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
         rank, world = self._rank_world()
         dataset = MixedTokenStream(self.root, self.manifest, self.weights, self.batch_size, self.seed,
                                    start_batch=self.batches_consumed, rank=rank, world_size=world)
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=False)
+        loader = _PositionedLoader(dataset, batch_size=None, num_workers=self.num_workers)
+        loader.position = self.batches_trained
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
         rows = read_validation(self.root, self.manifest, sorted(self.weights), self.val_sequences_per_domain)
         rank, world = self._rank_world()
-        rows = rows[rank::world]  # DistributedSampler-like split; order fixed
+        # Equal row counts on every rank, or the ranks' collectives in validation would hang.
+        rows = rows[: len(rows) // world * world][rank::world]
         return DataLoader([{"input_ids": r} for r in rows], batch_size=self.val_batch_size, shuffle=False)
 
     def state_dict(self) -> dict:
-        # Lightning saves this after the optimizer step counter advanced, so every global batch
-        # before global_step * accumulate has been trained on (and none after it).
-        trainer = getattr(self, "trainer", None)
-        consumed = self.batches_consumed
-        if trainer is not None:
-            consumed = int(trainer.global_step * trainer.accumulate_grad_batches)
-        return {"batches_consumed": consumed, "seed": self.seed, "weights": self.weights}
+        return {"batches_consumed": self.batches_trained(), "seed": self.seed, "weights": self.weights,
+                "shards_job_key": (self.manifest or {}).get("job_key")}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("seed") != self.seed or (self.weights and state.get("weights") != self.weights):
-            log.warning("resuming with another data seed or mix than the checkpoint's: the sample order changes")
+        current = {"seed": self.seed, "weights": self.weights, "shards_job_key": (self.manifest or {}).get("job_key")}
+        changed = [name for name, now in current.items()
+                   if now is not None and state.get(name) is not None and state[name] != now]
+        if changed:
+            log.warning("resuming with other data settings (%s) than the checkpoint's: the sample order changes",
+                        ", ".join(changed))
         self.batches_consumed = int(state["batches_consumed"])

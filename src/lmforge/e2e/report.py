@@ -161,7 +161,7 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
     evals = {name: _json(out / "eval" / name / "report.json") for name in CHECKPOINTS}
     quality = _json(out / "export" / "quality.json")
     smoke = _json(out / "serve_smoke" / "result.json")
-    cai = _json(out / "cai" / "cai_data" / "counts.json") or _json(out / "cai" / "counts.json")
+    cai = (_json(out / "cai" / "data" / "manifest.json") or {}).get("counts")
 
     lineage = build_lineage(out)
     (out / "export").mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,8 @@ def build_steps(cfg: DictConfig) -> list[Step]:
         # Reasoning RL with the verifiable task reward; a low lr since few sampled answers are right.
         steps.append(train("rl", "dpo", cfg.steps.rl, "experiment=rl_tasks", "optim.lr=5e-5"))
     if _has_stage("cai"):
-        steps.append(train("cai", "sft", 0, f"cai.num_prompts={cfg.steps.cai_prompts}"))
+        # A short Constitutional-AI pass from SFT: critique/revise + judged pairs, then SFT and DPO.
+        steps.append(train("cai", "sft", cfg.steps.cai_train, f"cai.limit={cfg.steps.cai_prompts}"))
     # Held-out generated tasks (format, accuracy, preference margin) and the benchmark suite
     # for every checkpoint; each report names its parent's so the gate can compare.
     previous = None

@@ -1,6 +1,6 @@
 """Run untrusted generated code (HumanEval completions) in a throw-away, locked-down process.
 
-Layers of protection, strongest first (see docs/eval.md for what was verified here):
+Layers of protection, strongest first (see README.md, "Code sandbox", for what was verified here):
 
 1. bubblewrap (`bwrap --unshare-all`): fresh user, PID, network, IPC, UTS and cgroup
    namespaces. The filesystem is a new root holding only a read-only /usr (the interpreter

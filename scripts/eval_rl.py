@@ -1,0 +1,95 @@
+"""Held-out verifiable accuracy before and after RL: the reasoning-RL demonstration.
+
+    python scripts/eval_rl.py before=<sft run dir | ckpt> after=<rl run dir | ckpt> [kind=mix] [n=200]
+
+Greedy answers to `n` held-out generated tasks (`lmforge.data.tasks`, split "heldout": no prompt
+of it can be in any train split) are scored with `is_correct`, per task kind, for both
+checkpoints. When `after` is an RL run directory, its training prompts are rebuilt from its
+manifest and checked to share no prompt with the evaluation set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from lmforge.checkpoint import MANIFEST_FILE, load_for_inference
+from lmforge.data.tasks import Task, is_correct, make_tasks
+from lmforge.generate import SamplingConfig, generate_chat
+
+log = logging.getLogger("eval_rl")
+
+
+@dataclass
+class EvalRLConfig:
+    before: str = "???"
+    after: str = "???"
+    kind: str = "mix"
+    n: int = 200
+    seed: int = 0
+    max_new_tokens: int = 48
+    batch_size: int = 50
+    threads: int = 2
+    out: str | None = None  # optional JSON report
+
+
+def accuracy(ckpt: str, tasks: list[Task], cfg: EvalRLConfig) -> dict:
+    loaded = load_for_inference(ckpt)
+    if loaded.tokenizer is None:
+        raise FileNotFoundError(f"no tokenizer found next to {ckpt}")
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    for start in tqdm(range(0, len(tasks), cfg.batch_size), desc=f"greedy answers ({Path(ckpt).name})", leave=False):
+        chunk = tasks[start : start + cfg.batch_size]
+        replies = generate_chat(loaded.model, loaded.tokenizer, [[{"role": "user", "content": t.prompt}] for t in chunk],
+                                sampling)
+        for task, reply in zip(chunk, replies, strict=True):
+            by_kind[task.kind].append(is_correct(task, reply))
+    flat = [ok for oks in by_kind.values() for ok in oks]
+    return {"accuracy": sum(flat) / len(flat), "by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())}}
+
+
+def training_prompts(run: str) -> set[str] | None:
+    """The prompts an RL run trained on, from its manifest (generated tasks only)."""
+    manifest_path = Path(run) / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return None
+    datamodule = json.loads(manifest_path.read_text())["config"]["datamodule"]
+    if datamodule.get("train_path") or not datamodule.get("tasks"):
+        return None
+    tasks = datamodule["tasks"]
+    return {t.prompt for t in make_tasks(tasks["kind"], tasks["n_train"], tasks["seed"], split="train")}
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg: EvalRLConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalRLConfig), OmegaConf.from_cli()))
+    torch.set_num_threads(cfg.threads)
+    tasks = make_tasks(cfg.kind, cfg.n, cfg.seed, split="heldout")
+    seen = training_prompts(cfg.after)
+    overlap = None if seen is None else len(seen & {t.prompt for t in tasks})
+    if overlap:
+        raise RuntimeError(f"{overlap} evaluation prompts occur in the RL run's training prompts")
+    before, after = accuracy(cfg.before, tasks, cfg), accuracy(cfg.after, tasks, cfg)
+    kinds = sorted(before["by_kind"])
+    print(f"held-out {cfg.kind} tasks: n={cfg.n} seed={cfg.seed}, greedy, "
+          f"overlap with RL training prompts: {'not checked' if overlap is None else overlap}")
+    print(f"{'checkpoint':<10} {'accuracy':>9} " + " ".join(f"{k:>16}" for k in kinds))
+    for name, report in (("before", before), ("after", after)):
+        print(f"{name:<10} {report['accuracy']:>9.3f} " + " ".join(f"{report['by_kind'][k]:>16.3f}" for k in kinds))
+    print(f"  before: {cfg.before}\n  after:  {cfg.after}")
+    if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.out).write_text(json.dumps({"config": vars(cfg), "before": before, "after": after,
+                                             "overlap": overlap}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
