@@ -16,12 +16,7 @@ from lmforge.config_schema import register_configs
 from lmforge.data.default_corpus import ensure_default_corpus, iter_corpus_texts
 from lmforge.tokenizer import Tokenizer, train_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
-CONF_DIR = REPO / "conf"
-TRAIN_SCRIPT = REPO / "src" / "train.py"
-# Shapes small enough for a CPU step in milliseconds (vocab matches the test tokenizer).
-MICRO_MODEL = ["model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "model.n_heads=2",
-               "model.n_kv_heads=1", "model.ffn_dim=64", "model.max_seq_len=64"]
+from training_support import CONF_DIR, MICRO_MODEL, REPO, TRAIN_SCRIPT, compose_train, resolve_job  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -55,32 +50,10 @@ def token_rows(tokenizer_dir, corpus_dir) -> torch.Tensor:
     return torch.tensor(ids[: len(ids) // width * width]).view(-1, width)
 
 
-def compose_train(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
-    """Compose conf/train.yaml like `src/train.py` would, with the Hydra runtime set up so that
-    `${hydra:...}` interpolations (run_dir, logger group) resolve."""
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    if run_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
 @pytest.fixture
 def compose_cfg():
     yield compose_train
     GlobalHydra.instance().clear()
-
-
-def resolve_job(cfg: DictConfig) -> dict:
-    """The job's config with every interpolation resolved (Hydra's own node left out, as `--cfg job`)."""
-    job = cfg.copy()
-    with open_dict(job):
-        job.pop("hydra", None)
-    return OmegaConf.to_container(job, resolve=True)
 
 
 @pytest.fixture(scope="session")

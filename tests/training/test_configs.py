@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, resolve_job
+from training_support import CONF_DIR, resolve_job
 from lmforge.config_schema import UnknownConfigKeyError, validate_config
 from lmforge.model import ModelConfig
 from lmforge.stages.base import OptimConfig

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import MICRO_MODEL, REPO, TRAIN_SCRIPT
+from training_support import MICRO_MODEL, REPO, TRAIN_SCRIPT
 from lmforge.checkpoint import load_for_inference
 
 HERE = Path(__file__).parent
