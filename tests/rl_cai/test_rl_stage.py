@@ -145,3 +145,22 @@ def test_gsm8k_prompt_file_feeds_math_answer(tmp_path, tokenizer_dir):
     total, _ = reward(["3 x 4 = 12\n#### 12", "The answer is 2400.", "#### 2401"],
                       [data.train_set[0], data.train_set[1], data.train_set[1]])
     assert total == [1.0, 1.0, 0.0]
+
+
+def test_finished_completions_are_trained_with_their_stop_token(tokenizer_dir, model_cfg, monkeypatch):
+    """generate() drops the stop token; the stage puts <|end|> back for rows that stopped, so
+    the policy gradient also reaches the decision to stop. Rewards see the text without it."""
+    import lmforge.stages.rl as rl
+    from lmforge.generate import GenerationOutput
+
+    stage = make_stage(tokenizer_dir, model_cfg, group_size=2)
+    _, batch = first_batch(tokenizer_dir, batch_size=1)
+    tokenizer = Tokenizer.load(tokenizer_dir)
+    answer = tokenizer.encode("Answer: 7")
+    monkeypatch.setattr(rl, "generate", lambda *a, **k: GenerationOutput([answer, answer], [True, False]))
+    prompts, completions, texts, _, _ = stage.sample(batch, stage.sampling, 2)
+    assert completions == [answer + [tokenizer.end_of_turn_id], answer]
+    assert texts == ["Answer: 7", "Answer: 7"]
+    assert stage.sampling.stop_token_ids == (tokenizer.end_of_turn_id,)
+    with pytest.raises(ValueError, match="stop_token_ids"):
+        RLStage(model=model_cfg, optim={}, tokenizer_path=tokenizer_dir, sampling={"stop_token_ids": [1]})

@@ -197,8 +197,13 @@ class RLStage(BaseStage):
         self.reward_fn = build_reward(to_plain(reward) or {"task_answer": 1.0})
         self.group_size, self.num_iterations = group_size, num_iterations
         sampling_cfg = SamplingConfig(**(to_plain(sampling) or {}))
-        stops = tuple(sorted({*sampling_cfg.stop_token_ids, self.tokenizer.end_of_turn_id, self.tokenizer.eos_id}))
-        self.sampling = replace(sampling_cfg, stop_token_ids=stops)
+        if sampling_cfg.stop_token_ids:
+            raise ValueError("module.sampling.stop_token_ids is not configurable: RL stops at <|end|>, the "
+                             "token SFT teaches, so the trained sequence is exactly the sampled one")
+        # `generate` drops the stop token from a completion; the stage appends it back (below), so
+        # the policy is also trained on *when to stop*. Without it, negative advantages push down
+        # answer tokens while nothing holds up <|end|>, and completions grow until format breaks.
+        self.sampling = replace(sampling_cfg, stop_token_ids=(self.tokenizer.end_of_turn_id,))
         self.beta, self.eps_low, self.eps_high = beta, eps_low, eps_high
         self.loss_type, self.scale_rewards = loss_type, scale_rewards
         self._reference: list[torch.nn.Module] = []  # a list: kept out of state_dict and the optimizer
@@ -214,14 +219,17 @@ class RLStage(BaseStage):
 
     # ----- rollouts -----
     def sample(self, batch: list[dict], sampling: SamplingConfig, group_size: int):
-        """`group_size` completions per prompt: (prompt ids, completion ids, texts, samples, seconds)."""
+        """`group_size` completions per prompt: (prompt ids, completion ids with the <|end|> that
+        stopped them, decoded texts without it, samples, seconds)."""
         prompts = [s["prompt_ids"] for s in batch for _ in range(group_size)]
         samples = [s for s in batch for _ in range(group_size)]
         start = time.perf_counter()
         out = generate(self.model, prompts, sampling, pad_id=self.tokenizer.pad_id)
         seconds = time.perf_counter() - start
         texts = [self.tokenizer.decode(c) for c in out.completions]
-        return prompts, out.completions, texts, samples, seconds
+        end = self.tokenizer.end_of_turn_id
+        completions = [c + [end] if done else c for c, done in zip(out.completions, out.finished, strict=True)]
+        return prompts, completions, texts, samples, seconds
 
     def new_rollout(self, batch: list[dict]) -> Rollout:
         prompts, completions, texts, samples, seconds = self.sample(batch, self.sampling, self.group_size)
