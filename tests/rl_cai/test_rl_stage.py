@@ -164,3 +164,17 @@ def test_finished_completions_are_trained_with_their_stop_token(tokenizer_dir, m
     assert stage.sampling.stop_token_ids == (tokenizer.end_of_turn_id,)
     with pytest.raises(ValueError, match="stop_token_ids"):
         RLStage(model=model_cfg, optim={}, tokenizer_path=tokenizer_dir, sampling={"stop_token_ids": [1]})
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_completion_logps_of_a_padded_batch_equal_each_sequence_alone(model_cfg, temperature):
+    model = build_model(ModelConfig(**model_cfg)).eval()
+    prompts, completions = [[5, 6, 7, 8], [9, 10], [11]], [[1, 2, 3], [4], [12, 13]]
+    ids, attn, completion_mask, width = pack_rollout(prompts, completions, pad_id=0)
+    with torch.no_grad():
+        got = completion_logps(model, ids, attn, width, temperature)
+        for row, (p, c) in enumerate(zip(prompts, completions)):
+            logps = torch.log_softmax(model(torch.tensor([p + c]))[0].float() / temperature, -1)
+            want = [logps[len(p) - 1 + j, token].item() for j, token in enumerate(c)]
+            torch.testing.assert_close(got[row, : len(c)], torch.tensor(want), atol=1e-5, rtol=1e-5)
+    assert completion_mask.sum().item() == sum(map(len, completions))

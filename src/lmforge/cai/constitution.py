@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from lmforge.cai.records import resolve_packaged
+
 PACKAGED_DIR = Path(__file__).parent / "constitutions"
 
 
@@ -52,23 +54,11 @@ class Constitution:
 
 
 class ConstitutionError(ValueError):
-    """The constitution file is missing, not YAML, or an entry lacks a field."""
-
-
-def resolve_constitution_path(name_or_path: str | Path) -> Path:
-    """A packaged name ("default") or a path to a YAML file."""
-    packaged = PACKAGED_DIR / f"{name_or_path}.yaml"
-    if packaged.is_file():
-        return packaged
-    path = Path(name_or_path).expanduser()
-    if not path.is_file():
-        available = sorted(p.stem for p in PACKAGED_DIR.glob("*.yaml"))
-        raise ConstitutionError(f"constitution {name_or_path!r} is neither a file nor a packaged name {available}")
-    return path
+    """The constitution file is not YAML, or an entry lacks a field."""
 
 
 def load_constitution(name_or_path: str | Path = "default") -> Constitution:
-    path = resolve_constitution_path(name_or_path)
+    path = resolve_packaged(name_or_path, PACKAGED_DIR, ".yaml", "constitution")
     raw = path.read_bytes()
     try:
         data = yaml.safe_load(raw)

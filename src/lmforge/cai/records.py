@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,15 @@ class PromptRecord:
     set: str = ""
 
 
-def resolve_prompt_set(name_or_path: str) -> Path:
-    packaged = PACKAGED_PROMPTS_DIR / f"{name_or_path}.jsonl"
+def resolve_packaged(name_or_path: str | Path, directory: Path, suffix: str, what: str) -> Path:
+    """A file shipped in `directory` by stem ("default", "red_team"), or any path to such a file."""
+    packaged = directory / f"{name_or_path}{suffix}"
     if packaged.is_file():
         return packaged
     path = Path(name_or_path).expanduser()
     if not path.is_file():
-        available = sorted(p.stem for p in PACKAGED_PROMPTS_DIR.glob("*.jsonl"))
-        raise FileNotFoundError(f"prompt set {name_or_path!r} is neither a JSONL file nor a packaged set {available}")
+        available = sorted(p.stem for p in directory.glob(f"*{suffix}"))
+        raise FileNotFoundError(f"{what} {str(name_or_path)!r} is neither a file nor one of the packaged {available}")
     return path
 
 
@@ -52,7 +53,7 @@ def load_prompts(sources: Sequence[str], limit: int | None = None) -> list[Promp
     prompts: list[PromptRecord] = []
     seen: dict[str, str] = {}
     for source in sources:
-        path = resolve_prompt_set(source)
+        path = resolve_packaged(source, PACKAGED_PROMPTS_DIR, ".jsonl", "prompt set")
         bad: list[int] = []
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -161,14 +162,19 @@ def sft_record(critique: dict) -> dict:
     }
 
 
+def write_splits(records: Sequence[dict], data_dir: Path, name: str, val_fraction: float) -> dict[str, int]:
+    """`<name>_train.jsonl` and `<name>_val.jsonl`, split by id; returns their record counts."""
+    train, val = split_by_id(records, val_fraction)
+    return {
+        f"{name}_train": write_jsonl_atomic(train, data_dir / f"{name}_train.jsonl"),
+        f"{name}_val": write_jsonl_atomic(val, data_dir / f"{name}_val.jsonl"),
+    }
+
+
 def write_sft_files(critiques: Sequence[dict], data_dir: Path, val_fraction: float) -> dict[str, int]:
     usable = [c for c in critiques if c["revision"].strip()]
-    train, val = split_by_id([sft_record(c) for c in usable], val_fraction)
-    return {
-        "sft_train": write_jsonl_atomic(train, data_dir / "sft_train.jsonl"),
-        "sft_val": write_jsonl_atomic(val, data_dir / "sft_val.jsonl"),
-        "empty_revisions": len(critiques) - len(usable),
-    }
+    counts = write_splits([sft_record(c) for c in usable], data_dir, "sft", val_fraction)
+    return counts | {"empty_revisions": len(critiques) - len(usable)}
 
 
 def preference_record(comparison: dict) -> dict:
@@ -185,13 +191,5 @@ def preference_record(comparison: dict) -> dict:
 
 def write_preference_files(comparisons: Sequence[dict], data_dir: Path, val_fraction: float) -> dict[str, int]:
     decided = [c for c in comparisons if c.get("chosen") is not None]
-    train, val = split_by_id([preference_record(c) for c in decided], val_fraction)
-    return {
-        "preferences_train": write_jsonl_atomic(train, data_dir / "preferences_train.jsonl"),
-        "preferences_val": write_jsonl_atomic(val, data_dir / "preferences_val.jsonl"),
-        "undecided_comparisons": len(comparisons) - len(decided),
-    }
-
-
-def prompt_dict(prompt: PromptRecord) -> dict:
-    return asdict(prompt)
+    counts = write_splits([preference_record(c) for c in decided], data_dir, "preferences", val_fraction)
+    return counts | {"undecided_comparisons": len(comparisons) - len(decided)}

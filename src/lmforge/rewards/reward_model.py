@@ -24,10 +24,15 @@ def load_reward_head(path: str, d_model: int) -> nn.Linear:
 
 
 @register("reward_model")
-def reward_model(path: str, device: str = "cpu", batch_size: int = 16) -> RewardFn:
+def reward_model(path: str | None = None, device: str = "cpu", batch_size: int = 16) -> RewardFn:
     """Each sample needs its chat ``prompt`` (str); the completion is scored as the assistant turn."""
+    if not path:
+        raise ValueError("reward 'reward_model' needs path=<stage=reward run dir or .ckpt> "
+                         "(e.g. module.reward.reward_model.path=runs/reward/<run>)")
     loaded = load_for_inference(path, device=device)
     model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    if tokenizer is None:
+        raise FileNotFoundError(f"reward model {path}: no tokenizer found next to the checkpoint")
     head = load_reward_head(path, loaded.model_config.d_model).to(device).eval()
 
     @torch.no_grad()

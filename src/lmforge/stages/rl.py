@@ -115,8 +115,14 @@ def policy_loss(
     return loss, metrics
 
 
-def completion_logps(model: torch.nn.Module, input_ids: Tensor, attn_mask: Tensor, prompt_len: int) -> Tensor:
-    """Log-prob of each completion token [N, T_completion] given left-padded prompts of width `prompt_len`."""
+def completion_logps(
+    model: torch.nn.Module, input_ids: Tensor, attn_mask: Tensor, prompt_len: int, temperature: float = 1.0
+) -> Tensor:
+    """Log-prob of each completion token [N, T_completion] given left-padded prompts of width `prompt_len`.
+
+    `temperature` divides the logits as the sampler did, so the ratio and the gradient are those of
+    the distribution the completions were actually drawn from (on-policy at any temperature).
+    """
     position_ids = (attn_mask.long().cumsum(-1) - 1).clamp(min=0)
     # Causal mask restricted to real (non-pad) keys; broadcast to [N, 1, T, T]. A pad query keeps
     # its own key so its softmax row is finite (its output is never used).
@@ -125,7 +131,7 @@ def completion_logps(model: torch.nn.Module, input_ids: Tensor, attn_mask: Tenso
     eye = torch.eye(length, dtype=torch.bool, device=input_ids.device)
     mask4d = (causal[None, None] & attn_mask[:, None, None, :].bool()) | eye
     logits = model(input_ids, position_ids=position_ids, attn_mask=mask4d)
-    logits = logits[:, prompt_len - 1 : -1].float()
+    logits = logits[:, prompt_len - 1 : -1].float() / temperature
     targets = input_ids[:, prompt_len:]
     return -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
 
@@ -197,6 +203,8 @@ class RLStage(BaseStage):
         self.reward_fn = build_reward(to_plain(reward) or {"task_answer": 1.0})
         self.group_size, self.num_iterations = group_size, num_iterations
         sampling_cfg = SamplingConfig(**(to_plain(sampling) or {}))
+        if sampling_cfg.temperature <= 0:
+            raise ValueError("module.sampling.temperature must be > 0: GRPO needs diverse samples per group")
         if sampling_cfg.stop_token_ids:
             raise ValueError("module.sampling.stop_token_ids is not configurable: RL stops at <|end|>, the "
                              "token SFT teaches, so the trained sequence is exactly the sampled one")
@@ -247,7 +255,7 @@ class RLStage(BaseStage):
             if next(reference.parameters()).device != self.device:
                 reference.to(self.device)
             with torch.no_grad():
-                rollout.ref_logps = completion_logps(reference, ids, attn, prompt_len)
+                rollout.ref_logps = completion_logps(reference, ids, attn, prompt_len, self.sampling.temperature)
         return rollout
 
     def rollout_for(self, batch: list[dict]) -> tuple[Rollout, bool]:
@@ -268,7 +276,8 @@ class RLStage(BaseStage):
             return self.validation_reward(batch)
         rollout, fresh = self.rollout_for(batch)
         self._train_clock = time.perf_counter()
-        logps = completion_logps(self.model, rollout.input_ids, rollout.attn, rollout.prompt_len)
+        logps = completion_logps(self.model, rollout.input_ids, rollout.attn, rollout.prompt_len,
+                                 self.sampling.temperature)
         if rollout.old_logps is None:
             # The policy that generated the batch is the current one: ratio == 1 on this step.
             rollout.old_logps = logps.detach()
