@@ -4,8 +4,9 @@ Both sides train the same model shape on the same batches with the same AdamW se
   - lightning: `PretrainStage` under a `lightning.Trainer` (our logging, grad-norm, throughput
     callback included: that is the cost users pay);
   - bare: forward, cross-entropy, backward, AdamW step.
-Rounds alternate between the two so machine noise hits both alike; the first steps of every
-round are warm-up and not timed. Prints a table of tokens/s and the ratio lightning/bare.
+The two alternate step by step (a callback runs one bare step after each Lightning step), so
+load from other processes hits both alike; each round is a fresh Trainer whose first steps are
+warm-up and not timed. Prints a table of tokens/s and the ratio lightning/bare.
 
     python scripts/bench_train.py                       # tiny and 125m-class shapes
     python scripts/bench_train.py --shapes tiny --rounds 5 --steps 20 --threads 1
@@ -43,49 +44,57 @@ OPTIM = {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1, "wa
 # depth but a 4k vocabulary and a short context, so a CPU run takes minutes.
 SHAPES = {
     "tiny": ("tiny", {}, 16, 256, 12),
-    "125m": ("125m", {"vocab_size": 4096}, 2, 64, 5),
+    "125m": ("125m", {"vocab_size": 4096}, 2, 64, 6),
 }
 
 
-class StepClock(L.Callback):
-    """End-to-end step times: from one batch's end to the next, so data fetching and every
-    Lightning hook between steps are counted (what a user's wall clock sees)."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.ends = warmup, []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.ends.append(time.perf_counter())
-
-    def step_times(self) -> list[float]:
-        ends = self.ends[self.warmup - 1 :]  # the first timed step starts when the last warm-up ends
-        return [b - a for a, b in zip(ends, ends[1:])]
+def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict) -> None:
+    """One step of the plain PyTorch loop: forward, cross-entropy, backward, AdamW step."""
+    ids = batch["input_ids"]
+    logits = model(ids)
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
-def run_lightning(stage: PretrainStage, loader: DataLoader, warmup: int) -> list[float]:
-    clock = StepClock(warmup)
+class InterleavedBareLoop(L.Callback):
+    """Runs the bare loop one step at a time between Lightning's steps, so the two sides
+    alternate step by step and a burst of load on the shared machine hits both alike.
+
+    Lightning's step time runs from the end of the previous bare step to the end of this
+    Lightning step: its data fetching and every hook and logging call in between count (what a
+    user's wall clock sees). The bare step fetches its own batch from its own loader."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                 warmup: int) -> None:
+        self.model, self.optimizer, self.loader, self.warmup = model, optimizer, loader, warmup
+        self.lightning_times: list[float] = []
+        self.bare_times: list[float] = []
+
+    def on_train_start(self, trainer, module) -> None:
+        self.batches = iter(self.loader)
+        self.model.train()
+        self.mark = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        lightning_done = time.perf_counter()
+        bare_start = time.perf_counter()
+        bare_step(self.model, self.optimizer, next(self.batches))
+        bare_done = time.perf_counter()
+        if batch_idx >= self.warmup:
+            self.lightning_times.append(lightning_done - self.mark)
+            self.bare_times.append(bare_done - bare_start)
+        self.mark = time.perf_counter()
+
+
+def run_round(stage: PretrainStage, bare: InterleavedBareLoop, loader: DataLoader) -> None:
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_steps=len(loader), logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        callbacks=[clock, ThroughputMFU(peak_flops_per_second=None)],
+        callbacks=[bare, ThroughputMFU(peak_flops_per_second=None)],
     )
     trainer.fit(stage, train_dataloaders=loader)
-    return clock.step_times()
-
-
-def run_bare(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, warmup: int) -> list[float]:
-    ends = []
-    model.train()
-    for batch in loader:
-        ids = batch["input_ids"]
-        logits = model(ids)
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ends.append(time.perf_counter())
-    ends = ends[warmup - 1 :]
-    return [b - a for a, b in zip(ends, ends[1:])]
 
 
 def bench_shape(name: str, rounds: int, steps: int | None, warmup: int, tokenizer_dir: Path) -> dict:
@@ -104,20 +113,18 @@ def bench_shape(name: str, rounds: int, steps: int | None, warmup: int, tokenize
     bare_model = build_model(model_cfg)
     bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=OPTIM["lr"], betas=OPTIM["betas"],
                                  eps=OPTIM["eps"], weight_decay=OPTIM["weight_decay"])
+    bare = InterleavedBareLoop(bare_model, bare_opt, loader, warmup)
     tokens = batch * seq_len
-    light, bare = [], []
-    for r in range(rounds):
-        # Alternate which side goes first, so a drift in machine load favours neither.
-        sides = [("lightning", lambda: run_lightning(stage, loader, warmup)),
-                 ("bare", lambda: run_bare(bare_model, bare_opt, loader, warmup))]
-        for side, run in sides if r % 2 == 0 else sides[::-1]:
-            (light if side == "lightning" else bare).extend(run())
+    for r in range(rounds):  # a fresh Trainer per round: its setup is not timed, its steps are
+        run_round(stage, bare, loader)
+        light, plain = bare.lightning_times, bare.bare_times
         print(f"  {name} round {r + 1}/{rounds}: lightning {tokens / statistics.median(light):,.0f} tok/s, "
-              f"bare {tokens / statistics.median(bare):,.0f} tok/s", flush=True)
-    light_tps, bare_tps = tokens / statistics.median(light), tokens / statistics.median(bare)
+              f"bare {tokens / statistics.median(plain):,.0f} tok/s", flush=True)
+    light, plain = bare.lightning_times, bare.bare_times
+    light_tps, bare_tps = tokens / statistics.median(light), tokens / statistics.median(plain)
     # Other load on the machine only ever adds time, so the fastest steps are a second,
     # noise-robust reading of each side's own speed.
-    best_ratio = min(bare) / min(light)
+    best_ratio = min(plain) / min(light)
     return {"shape": name, "params": model_cfg.num_params(), "batch": batch, "seq": seq_len,
             "lightning": light_tps, "bare": bare_tps, "ratio": light_tps / bare_tps, "best_ratio": best_ratio,
             "timed_steps": len(light)}
@@ -132,8 +139,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     args = parser.parse_args()
     fewest_steps = args.steps or min(SHAPES[s][4] for s in args.shapes)
-    if not 1 <= args.warmup < fewest_steps - 1:
-        parser.error("need 1 <= --warmup < --steps - 1 (the clock starts at the end of a warm-up step)")
+    if not 0 <= args.warmup < fewest_steps:
+        parser.error("need 0 <= --warmup < --steps")
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
