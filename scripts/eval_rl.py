@@ -4,8 +4,10 @@
 
 Greedy answers to `n` held-out generated tasks (`lmforge.data.tasks`, split "heldout": no prompt
 of it can be in any train split) are scored with `is_correct`, per task kind, for both
-checkpoints. When `after` is an RL run directory, its training prompts are rebuilt from its
-manifest and checked to share no prompt with the evaluation set.
+checkpoints. A run directory means its *last* checkpoint, not the one its validation picked
+(validation prompts are held-out prompts too, so picking on them would flatter the result). When
+`after` is an RL run (directory, or a checkpoint inside one), its training prompts are rebuilt from
+its manifest and checked to share no prompt with the evaluation set.
 """
 
 from __future__ import annotations
@@ -56,9 +58,24 @@ def accuracy(ckpt: str, tasks: list[Task], cfg: EvalRLConfig) -> dict:
     return {"accuracy": sum(flat) / len(flat), "by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())}}
 
 
+def run_dir_of(path: str) -> Path:
+    path = Path(path)
+    return path.parent.parent if path.is_file() and path.parent.name == "checkpoints" else path
+
+
+def final_checkpoint(path: str) -> str:
+    """A run directory's last checkpoint; any other path as given."""
+    manifest_path = Path(path) / MANIFEST_FILE
+    if Path(path).is_dir() and manifest_path.is_file():
+        last = json.loads(manifest_path.read_text()).get("last_checkpoint")
+        if last and Path(last).exists():
+            return last
+    return path
+
+
 def training_prompts(run: str) -> set[str] | None:
     """The prompts an RL run trained on, from its manifest (generated tasks only)."""
-    manifest_path = Path(run) / MANIFEST_FILE
+    manifest_path = run_dir_of(run) / MANIFEST_FILE
     if not manifest_path.is_file():
         return None
     datamodule = json.loads(manifest_path.read_text())["config"]["datamodule"]
@@ -77,14 +94,15 @@ def main() -> None:
     overlap = None if seen is None else len(seen & {t.prompt for t in tasks})
     if overlap:
         raise RuntimeError(f"{overlap} evaluation prompts occur in the RL run's training prompts")
-    before, after = accuracy(cfg.before, tasks, cfg), accuracy(cfg.after, tasks, cfg)
+    before_ckpt, after_ckpt = final_checkpoint(cfg.before), final_checkpoint(cfg.after)
+    before, after = accuracy(before_ckpt, tasks, cfg), accuracy(after_ckpt, tasks, cfg)
     kinds = sorted(before["by_kind"])
     print(f"held-out {cfg.kind} tasks: n={cfg.n} seed={cfg.seed}, greedy, "
           f"overlap with RL training prompts: {'not checked' if overlap is None else overlap}")
     print(f"{'checkpoint':<10} {'accuracy':>9} " + " ".join(f"{k:>16}" for k in kinds))
     for name, report in (("before", before), ("after", after)):
         print(f"{name:<10} {report['accuracy']:>9.3f} " + " ".join(f"{report['by_kind'][k]:>16.3f}" for k in kinds))
-    print(f"  before: {cfg.before}\n  after:  {cfg.after}")
+    print(f"  before: {before_ckpt}\n  after:  {after_ckpt}")
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.out).write_text(json.dumps({"config": vars(cfg), "before": before, "after": after,

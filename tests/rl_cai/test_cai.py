@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -23,8 +25,8 @@ from lmforge.cai.judge import (
     parse_option,
 )
 from lmforge.cai.records import AppendOnlyLog, PromptRecord, load_prompts, split_by_id
-from lmforge.cai.runner import CAIConfig, generate_cai_data
-from lmforge.model import build_model, ModelConfig
+from lmforge.cai.runner import CAIConfig, build_models, generate_cai_data
+from lmforge.model import ModelConfig, build_model
 from lmforge.tokenizer import Tokenizer
 
 
@@ -209,3 +211,48 @@ def test_generate_cai_data_writes_fields_and_resumes(tmp_path):
         assert len(record["chosen"]) >= len(record["rejected"]) and record["principle"] in constitution.names()
     manifest_counts = counts["critiques_by_principle"]
     assert sum(manifest_counts.values()) == 6
+
+
+class _JudgeServer(BaseHTTPRequestHandler):
+    """OpenAI-style chat endpoint: answers prompts, and as a judge prefers the longer option."""
+
+    keys: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _JudgeServer.keys.append(self.headers.get("Authorization"))
+        text = body["messages"][-1]["content"]
+        if "Reply with (A) or (B)" in text:
+            content = PreferLonger().reply([body["messages"]])[0]
+        else:
+            content = f"endpoint reply to turn {len(body['messages'])}" + "." * len(body["messages"])
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_endpoint_generator_and_judge_through_serving_client(tmp_path, monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _JudgeServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CAI_TEST_KEY", "sk-cai")
+    _JudgeServer.keys = []
+    try:
+        endpoint = {"base_url": f"http://127.0.0.1:{server.server_address[1]}/v1", "model": "judge-x",
+                    "api_key_env": "CAI_TEST_KEY", "concurrency": 2, "max_retries": 0}
+        cfg = CAIConfig(data_dir=str(tmp_path), generator="endpoint", judge="endpoint", endpoint=endpoint, batch_size=3)
+        generator, judge = build_models(cfg, init_from=None, tokenizer_path="unused")
+        counts = generate_cai_data(generator, judge, prompts(4), load_constitution("default"), cfg, tmp_path)
+    finally:
+        server.shutdown()
+    assert set(_JudgeServer.keys) == {"Bearer sk-cai"}
+    assert counts["critiques"] == 4 and counts["preference_pairs"] == 4
+    comparisons = AppendOnlyLog(tmp_path / "comparisons.jsonl").records()
+    for record in comparisons:
+        assert record["judge"] == "endpoint:judge-x" and record["chosen"] == record["second"]  # the revision is longer
+        assert set(record["judge_details"]) == {"reply_first_as_a", "reply_first_as_b"}

@@ -8,31 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
 from lmforge.checkpoint import load_for_inference
-from lmforge.config_schema import register_configs
 from lmforge.hf import export_hf
 from lmforge.model import ModelConfig, build_model
 from lmforge.tokenizer import Tokenizer
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-def compose_train(overrides: list[str], run_dir: Path):
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
 
 @pytest.fixture()
 def parent_dir(tmp_path, tokenizer_dir, model_cfg) -> Path:
@@ -42,7 +23,8 @@ def parent_dir(tmp_path, tokenizer_dir, model_cfg) -> Path:
 
 
 @pytest.mark.slow
-def test_stage_cai_runs_the_real_model_through_the_whole_loop(tmp_path, tokenizer_dir, model_cfg, parent_dir):
+def test_stage_cai_runs_the_real_model_through_the_whole_loop(tmp_path, tokenizer_dir, model_cfg, parent_dir,
+                                                              compose_train):
     shape = [f"model.{k}={v}" for k, v in model_cfg.items() if k != "name"] + ["model.max_seq_len=256"]
     run_dir = tmp_path / "run"
     steps = "{trainer: {max_steps: 2, val_check_interval: 2, limit_val_batches: 1}}"
@@ -52,35 +34,32 @@ def test_stage_cai_runs_the_real_model_through_the_whole_loop(tmp_path, tokenize
         "cai.val_fraction=0.25", f"+cai.sft={steps}", f"+cai.dpo={steps}", "datamodule.batch_size=2",
         "callbacks.progress_bar.refresh_rate=0", *shape,
     ]
-    try:
-        cfg = compose_train(overrides, run_dir)
-        val_loss = instantiate(cfg.runner)(cfg)
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        counts = manifest["counts"]
-        assert counts["critiques"] == counts["comparisons"] == 8
-        assert counts["sft_train"] + counts["sft_val"] + counts["empty_revisions"] == 8
-        assert counts["preferences_train"] + counts["preferences_val"] == counts["preference_pairs"] > 0
-        # every prompt sent to the model followed the constitution, and the records say which principle
-        critiques = [json.loads(line) for line in (run_dir / "data" / "critiques.jsonl").open()]
-        principles = {p for p in manifest["constitution"]["principles"]}
-        for record in critiques:
-            assert record["model"].startswith("self:") and set(record["principles"]) <= principles
-            assert record["conversation"][2]["role"] == "user" and len(record["conversation"]) == 6
-        assert manifest["sft"]["status"] == "completed" and manifest["dpo"]["status"] == "completed"
-        sft_manifest = json.loads((run_dir / "sft" / "manifest.json").read_text())
-        dpo_manifest = json.loads((run_dir / "dpo" / "manifest.json").read_text())
-        assert sft_manifest["stage"] == "sft" and sft_manifest["global_step"] == 2
-        assert sft_manifest["parent"] == str(parent_dir.resolve())
-        assert dpo_manifest["stage"] == "dpo" and dpo_manifest["parent"] == str((run_dir / "sft").resolve())
-        assert dpo_manifest["config"]["datamodule"]["train_path"].endswith("preferences_train.jsonl")
-        assert val_loss == pytest.approx(dpo_manifest["final_metrics"]["val/loss"])
-        assert load_for_inference(run_dir).model_config.d_model == model_cfg["d_model"]  # the chain's final model
+    cfg = compose_train(overrides, run_dir)
+    val_loss = instantiate(cfg.runner)(cfg)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts["critiques"] == counts["comparisons"] == 8
+    assert counts["sft_train"] + counts["sft_val"] + counts["empty_revisions"] == 8
+    assert counts["preferences_train"] + counts["preferences_val"] == counts["preference_pairs"] > 0
+    # every prompt sent to the model followed the constitution, and the records say which principle
+    critiques = [json.loads(line) for line in (run_dir / "data" / "critiques.jsonl").open()]
+    principles = {p for p in manifest["constitution"]["principles"]}
+    for record in critiques:
+        assert record["model"].startswith("self:") and set(record["principles"]) <= principles
+        assert record["conversation"][2]["role"] == "user" and len(record["conversation"]) == 6
+    assert manifest["sft"]["status"] == "completed" and manifest["dpo"]["status"] == "completed"
+    sft_manifest = json.loads((run_dir / "sft" / "manifest.json").read_text())
+    dpo_manifest = json.loads((run_dir / "dpo" / "manifest.json").read_text())
+    assert sft_manifest["stage"] == "sft" and sft_manifest["global_step"] == 2
+    assert sft_manifest["parent"] == str(parent_dir.resolve())
+    assert dpo_manifest["stage"] == "dpo" and dpo_manifest["parent"] == str((run_dir / "sft").resolve())
+    assert dpo_manifest["config"]["datamodule"]["train_path"].endswith("preferences_train.jsonl")
+    assert val_loss == pytest.approx(dpo_manifest["final_metrics"]["val/loss"])
+    assert load_for_inference(run_dir).model_config.d_model == model_cfg["d_model"]  # the chain's final model
 
-        # rerun in the same run dir: nothing is generated or trained again
-        before = (run_dir / "data" / "critiques.jsonl").read_bytes()
-        cfg = compose_train(overrides, run_dir)
-        instantiate(cfg.runner)(cfg)
-        assert (run_dir / "data" / "critiques.jsonl").read_bytes() == before
-        assert json.loads((run_dir / "dpo" / "manifest.json").read_text())["created_utc"] == dpo_manifest["created_utc"]
-    finally:
-        GlobalHydra.instance().clear()
+    # rerun in the same run dir: nothing is generated or trained again
+    before = (run_dir / "data" / "critiques.jsonl").read_bytes()
+    cfg = compose_train(overrides, run_dir)
+    instantiate(cfg.runner)(cfg)
+    assert (run_dir / "data" / "critiques.jsonl").read_bytes() == before
+    assert json.loads((run_dir / "dpo" / "manifest.json").read_text())["created_utc"] == dpo_manifest["created_utc"]

@@ -5,23 +5,14 @@ the composed `stage=rl` config."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from lmforge.config_schema import register_configs
 from lmforge.model import ModelConfig, build_model
 from lmforge.rewards import build_reward
 from lmforge.stages.rl import PromptDataModule, RepeatBatchSampler, RLStage, completion_logps, pack_rollout
 from lmforge.tokenizer import Tokenizer
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
 
 def make_stage(tokenizer_dir, model_cfg, **kw) -> RLStage:
     stage = RLStage(model=model_cfg, optim={}, tokenizer_path=tokenizer_dir, reward={"task_answer": 1.0, "math_answer": 0.5},
@@ -100,7 +91,7 @@ def test_pack_rollout_places_prompts_left_and_completions_right():
 
 
 @pytest.mark.slow
-def test_stage_rl_fits_from_the_composed_config(tmp_path, tokenizer_dir, model_cfg):
+def test_stage_rl_fits_from_the_composed_config(tmp_path, tokenizer_dir, model_cfg, compose_train):
     from lmforge.training import fit_from_config
 
     shape = [f"model.{k}={v}" for k, v in model_cfg.items() if k != "name"]
@@ -109,19 +100,7 @@ def test_stage_rl_fits_from_the_composed_config(tmp_path, tokenizer_dir, model_c
                  "module.num_iterations=2", "module.beta=0.05", "module.sampling.max_new_tokens=6",
                  "datamodule.batch_size=2", "datamodule.tasks.n_train=8", "datamodule.tasks.n_val=2",
                  "callbacks.progress_bar.refresh_rate=0", *shape]
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(tmp_path)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            cfg.pop("hydra")  # src/train.py's task config has no hydra node either
-        manifest = fit_from_config(cfg)
-    finally:
-        GlobalHydra.instance().clear()
+    manifest = fit_from_config(compose_train(overrides, tmp_path))
     assert manifest["status"] == "completed" and manifest["global_step"] == 4 and manifest["stage"] == "rl"
     metrics = manifest["final_metrics"]
     assert {"train/reward", "train/kl", "train/clip_fraction", "train/completion_len", "val/reward"} <= set(metrics)

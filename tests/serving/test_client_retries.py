@@ -27,16 +27,21 @@ class _Flaky(BaseHTTPRequestHandler):
             _Flaky.in_flight += 1
             _Flaky.peak = max(_Flaky.peak, _Flaky.in_flight)
         try:
-            if self.headers.get("Authorization") != "Bearer good":
-                return self._send(401, {"error": "bad key"})
-            if body["messages"][0]["content"] == "flaky" and calls % 3 != 0:
-                return self._send(503, {"error": "busy"})
-            event = threading.Event()
-            event.wait(0.05)  # hold the request so concurrent ones overlap
-            self._send(200, {"choices": [{"message": {"role": "assistant", "content": body["messages"][0]["content"].upper()}}]})
+            status, payload = self._answer(body, calls)
         finally:
+            # Leave the in-flight count before the client can see the reply, so the client's
+            # next request never overlaps this one in the count.
             with _Flaky.lock:
                 _Flaky.in_flight -= 1
+        self._send(status, payload)
+
+    def _answer(self, body, calls):
+        if self.headers.get("Authorization") != "Bearer good":
+            return 401, {"error": "bad key"}
+        if body["messages"][0]["content"] == "flaky" and calls % 3 != 0:
+            return 503, {"error": "busy"}
+        threading.Event().wait(0.05)  # hold the request so concurrent ones overlap
+        return 200, {"choices": [{"message": {"role": "assistant", "content": body["messages"][0]["content"].upper()}}]}
 
     def _send(self, status, payload):
         data = json.dumps(payload).encode()

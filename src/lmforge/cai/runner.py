@@ -280,6 +280,9 @@ def run_cai(cfg: DictConfig) -> float | None:
 
     started = time.time()
     cai = cai_config_from(cfg.cai)
+    if (cai.run_sft or cai.run_dpo) and not cfg.init_from:
+        raise ValueError("stage=cai trains the model it critiques with: set init_from=<sft run dir | .ckpt | HF dir> "
+                         "(or cai.run_sft=false cai.run_dpo=false to only generate data)")
     run_dir, data_dir = Path(cfg.run_dir), Path(cai.data_dir)
     ensure_tokenizer(cfg)
     torch.manual_seed(cai.seed)

@@ -60,8 +60,12 @@ def build_steps(cfg: DictConfig) -> list[Step]:
         train("dpo", "sft", cfg.steps.dpo, "experiment=dpo_tiny", f"module.reference_cache_dir={out / 'dpo' / 'reference_cache'}"),
     ]
     if _has_stage("rl"):
-        # Reasoning RL with the verifiable task reward; a low lr since few sampled answers are right.
-        steps.append(train("rl", "dpo", cfg.steps.rl, "experiment=rl_tasks", "optim.lr=5e-5"))
+        # Reasoning RL with the verifiable task reward on unit conversions (conf/experiment/rl_tasks.yaml:
+        # the generated kind where the tiny model already samples some right answers).
+        # A short pass from a weak parent: a low lr keeps the answer format (60 steps at the
+        # experiment's 2e-4 lowered the format rate to 0.82 here).
+        steps.append(train("rl", "dpo", cfg.steps.rl, "experiment=rl_tasks", "optim.lr=5e-5",
+                           f"trainer.val_check_interval={cfg.steps.rl}"))
     if _has_stage("cai"):
         # A short Constitutional-AI pass from SFT: critique/revise + judged pairs, then SFT and DPO.
         steps.append(train("cai", "sft", cfg.steps.cai_train, f"cai.limit={cfg.steps.cai_prompts}"))

@@ -106,17 +106,26 @@ class CombinedReward:
         return total, components
 
 
-def build_reward(spec: Mapping[str, Any]) -> CombinedReward:
-    """From config ``{name: {weight: w, **kwargs}}`` (or ``{name: w}``) to a `CombinedReward`."""
-    functions, weights = {}, {}
+def check_reward_spec(spec: Mapping[str, Any]) -> None:
+    """Fail at config time on unknown reward names or malformed entries, without building any reward
+    (a reward model is loaded only when the stage builds its model)."""
+    if not spec:
+        raise ValueError("reward config is empty: name at least one of " + ", ".join(sorted(REWARDS)))
+    if "reward_model" in spec:
+        from lmforge.rewards import reward_model  # noqa: F401  (registers on import; needs torch)
     for name, options in spec.items():
-        if name == "reward_model":
-            from lmforge.rewards import reward_model  # noqa: F401  (registers on import; needs torch)
         if name not in REWARDS:
             raise KeyError(f"unknown reward '{name}' in config; known: {sorted(REWARDS)}")
+        if not isinstance(options, (int, float, Mapping)) and options is not None:
+            raise TypeError(f"reward '{name}': expected a weight or {{weight: w, **kwargs}}, got {options!r}")
+
+
+def build_reward(spec: Mapping[str, Any]) -> CombinedReward:
+    """From config ``{name: {weight: w, **kwargs}}`` (or ``{name: w}``) to a `CombinedReward`."""
+    check_reward_spec(spec)
+    functions, weights = {}, {}
+    for name, options in spec.items():
         options = {"weight": float(options)} if isinstance(options, (int, float)) else dict(options or {})
         weights[name] = float(options.pop("weight", 1.0))
         functions[name] = REWARDS[name](**options)
-    if not functions:
-        raise ValueError("reward config is empty: name at least one of " + ", ".join(sorted(REWARDS)))
     return CombinedReward(functions, weights)

@@ -35,7 +35,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from lmforge.data.tasks import Task, make_tasks, task_from_record
 from lmforge.generate import SamplingConfig, generate
-from lmforge.rewards import build_reward
+from lmforge.rewards import build_reward, check_reward_spec
 from lmforge.stages.base import BaseStage, to_plain
 from lmforge.tokenizer import Tokenizer
 
@@ -200,7 +200,9 @@ class RLStage(BaseStage):
             raise ValueError(f"module.group_size={group_size}: group-relative advantages need >= 2 completions")
         if num_iterations < 1:
             raise ValueError(f"module.num_iterations={num_iterations} must be >= 1")
-        self.reward_fn = build_reward(to_plain(reward) or {"task_answer": 1.0})
+        self.reward_spec = to_plain(reward) or {"task_answer": 1.0}
+        check_reward_spec(self.reward_spec)
+        self.reward_fn = None  # built in configure_model: a reward model is loaded only for training
         self.group_size, self.num_iterations = group_size, num_iterations
         sampling_cfg = SamplingConfig(**(to_plain(sampling) or {}))
         if sampling_cfg.temperature <= 0:
@@ -221,6 +223,8 @@ class RLStage(BaseStage):
 
     def configure_model(self) -> None:
         super().configure_model()
+        if self.reward_fn is None:
+            self.reward_fn = build_reward(self.reward_spec)
         if self.beta != 0.0 and not self._reference:
             # The frozen initial policy (after init_from and LoRA wrapping).
             self._reference.append(copy.deepcopy(self.model).eval().requires_grad_(False))
