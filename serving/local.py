@@ -148,7 +148,7 @@ def create_app(engine: LocalEngine, api_key: str) -> FastAPI:
     def chat(req: ChatRequest) -> dict[str, Any]:
         tokenizer = engine.tokenizer
         messages = [m.model_dump() for m in req.messages]
-        prompt = tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+        prompt = tokenizer.encode_chat(messages, add_generation_prompt=True)[0]  # typed markers stay text
         ids, finished = engine.complete([prompt], req.max_tokens, req.temperature, req.top_p, req.top_k, req.seed,
                                         stop_token_ids=(tokenizer.end_of_turn_id, tokenizer.eos_id))
         text, stopped = _cut_at_stop(tokenizer.decode(ids[0]), _stop_strings(req.stop))

@@ -169,10 +169,7 @@ def _generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
 def generate_chat(model: Transformer, tokenizer, conversations: list[list[dict]], cfg: SamplingConfig) -> list[str]:
     """Reply to each conversation: render with the generation prompt, stop at <|end|>/<|eos|>
     (plus any `cfg.stop_token_ids`), decode without special tokens."""
-    prompts = [
-        tokenizer.encode(tokenizer.apply_chat_template(conversation, add_generation_prompt=True))
-        for conversation in conversations
-    ]
+    prompts = [tokenizer.encode_chat(conversation, add_generation_prompt=True)[0] for conversation in conversations]
     stops = tuple(sorted({*cfg.stop_token_ids, tokenizer.end_of_turn_id, tokenizer.eos_id}))
     out = generate(model, prompts, replace(cfg, stop_token_ids=stops), pad_id=tokenizer.pad_id)
     return [tokenizer.decode(ids) for ids in out.completions]

@@ -7,10 +7,12 @@ engines read it as-is. Every later artifact stores `fingerprint` and refuses a m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -93,6 +95,9 @@ class Tokenizer:
         self.pad_id = backend.token_to_id(PAD)
         self.end_of_turn_id = backend.token_to_id(END_OF_TURN)
         self.fingerprint = fingerprint_of_json(backend.to_str())
+        added = sorted((t.content for t in backend.get_added_tokens_decoder().values()), key=len, reverse=True)
+        self._added_pattern = re.compile("|".join(map(re.escape, added)))
+        self._warned_template_edits_content = False
 
     # ----- basics -----
     @property
@@ -114,6 +119,14 @@ class Tokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         return self.backend.token_to_id(token)
+
+    @functools.cached_property
+    def _literal(self) -> _HFTokenizer:
+        """A copy that reads special-token strings as plain text: message content goes through it,
+        so a user who types "<|end|>" gets bytes, not the real end-of-turn marker."""
+        literal = _HFTokenizer.from_str(self.backend.to_str())
+        literal.encode_special_tokens = True
+        return literal
 
     # ----- chat -----
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = False) -> str:
@@ -143,9 +156,58 @@ class Tokenizer:
                     "the generation prompt; encode_chat relies on that prefix property"
                 )
             spans.append((start, end))
-        enc = self.backend.encode(text, add_special_tokens=False)
-        mask = [any(s <= a < e for s, e in spans) for a, _ in enc.offsets]
-        return enc.ids, mask
+        ids, starts = self._encode_rendered(messages, add_generation_prompt, text)
+        mask = [any(s <= a < e for s, e in spans) for a in starts]
+        return ids, mask
+
+    def _encode_rendered(
+        self, messages: Sequence[dict], add_generation_prompt: bool, text: str
+    ) -> tuple[list[int], list[int]]:
+        """Ids of `text` (the rendered conversation) and each token's start offset, where only the
+        template's own text can produce special tokens.
+
+        The template is rendered with a placeholder per message content; special tokens are found
+        in that skeleton only, and each stretch between two of them (template text + content) is
+        encoded with special matching off. Tokenizers encodes the stretches between added tokens
+        independently anyway, so for content without special strings the ids equal
+        `encode(text)`, i.e. what transformers and a serving engine produce.
+        """
+        slots = [f"\ue000{i}\ue001" for i in range(len(messages))]
+        skeleton = self.apply_chat_template(
+            [{**m, "content": slot} for m, slot in zip(messages, slots)], add_generation_prompt
+        )
+        fill = re.compile("\ue000(\\d+)\ue001")
+        if fill.sub(lambda m: messages[int(m.group(1))]["content"], skeleton) != text:
+            # The template rewrites content (e.g. strips it): fall back to plain encoding.
+            if not self._warned_template_edits_content:
+                log.warning("chat template edits message content; special-token strings inside content "
+                            "will be read as special tokens")
+                self._warned_template_edits_content = True
+            enc = self.backend.encode(text, add_special_tokens=False)
+            return enc.ids, [a for a, _ in enc.offsets]
+        ids: list[int] = []
+        starts: list[int] = []
+        offset = 0  # position in `text`
+
+        def add_plain(piece: str) -> None:
+            nonlocal offset
+            if not piece:
+                return
+            literal = fill.sub(lambda m: messages[int(m.group(1))]["content"], piece)
+            enc = self._literal.encode(literal, add_special_tokens=False)
+            ids.extend(enc.ids)
+            starts.extend(offset + a for a, _ in enc.offsets)
+            offset += len(literal)
+
+        cursor = 0
+        for match in self._added_pattern.finditer(skeleton):
+            add_plain(skeleton[cursor : match.start()])
+            ids.append(self.backend.token_to_id(match.group()))
+            starts.append(offset)
+            offset += len(match.group())
+            cursor = match.end()
+        add_plain(skeleton[cursor:])
+        return ids, starts
 
     # ----- files -----
     def save(self, directory: str | Path) -> Path:

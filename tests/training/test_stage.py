@@ -138,3 +138,29 @@ def test_lora_stage_checkpoint_loads_merged(tokenizer_dir, token_rows, tmp_path)
     stage.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), stage.model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_grad_norm_is_the_true_norm_and_only_computed_on_logging_steps(tokenizer_dir, token_rows, tmp_path):
+    """`train/grad_norm` equals the 2-norm of all gradients before the optimizer step, and is
+    computed only on the steps Lightning writes logs for (it costs a pass over every gradient)."""
+    expected: dict[int, float] = {}
+
+    class RecordNorm(L.Callback):  # callbacks' hook runs before the module's, on the same grads
+        def on_before_optimizer_step(self, trainer, module, optimizer):
+            grads = [p.grad.flatten() for p in module.parameters() if p.grad is not None]
+            expected[trainer.global_step] = float(torch.cat(grads).norm())
+
+    logged: dict[int, float] = {}
+    stage = make_stage(tokenizer_dir)
+    log = stage.log
+
+    def spy(name, value, *args, **kwargs):
+        if name == "train/grad_norm":
+            logged[stage.trainer.global_step] = float(value)
+        return log(name, value, *args, **kwargs)
+
+    stage.log = spy
+    fit(stage, token_rows, tmp_path, steps=9, log_every_n_steps=3, callbacks=[RecordNorm()])
+    assert sorted(logged) == [2, 5, 8]  # Lightning logs when (step + 1) % log_every_n_steps == 0
+    for step, value in logged.items():
+        assert value == pytest.approx(expected[step], rel=1e-5)

@@ -45,7 +45,7 @@ class LocalChatModel:
         self.sampling = replace(self.sampling, stop_token_ids=tuple(sorted(stops)))
 
     def encode(self, conversation: Conversation) -> list[int]:
-        ids = self.tokenizer.encode(self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True))
+        ids = self.tokenizer.encode_chat(conversation, add_generation_prompt=True)[0]
         budget = self.model.config.max_seq_len - self.sampling.max_new_tokens
         if len(ids) > budget > 0:
             self.truncated_prompts += 1
@@ -88,7 +88,7 @@ def completion_logprobs(
     The content is scored without its closing <|end|>: the judge is asked which option, not
     whether the reply stops there.
     """
-    prefix = tokenizer.encode(tokenizer.apply_chat_template(conversation, add_generation_prompt=True))
+    prefix = tokenizer.encode_chat(conversation, add_generation_prompt=True)[0]
     rows = [prefix + tokenizer.encode(text) for text in completions]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)

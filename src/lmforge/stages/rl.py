@@ -402,8 +402,7 @@ class PromptDataModule(L.LightningDataModule):
         return out
 
     def _prompt_ids(self, prompt: str) -> list[int]:
-        rendered = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-        return self.tokenizer.encode(rendered)
+        return self.tokenizer.encode_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)[0]
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set = self._samples(self._records(self.train_path, "train", self.tasks["n_train"]))
