@@ -27,12 +27,28 @@ from lmforge.e2e.steps import build_steps  # noqa: E402
 log = logging.getLogger("pipeline")
 
 
+def benchmarks_root() -> Path:
+    """Where the eval steps read MMLU/GSM8K/HumanEval/MT-Bench (as conf/eval.yaml resolves it)."""
+    return Path(os.environ.get("LMFORGE_BENCHMARKS") or REPO.parent / "shared" / "benchmarks")
+
+
+def preflight() -> None:
+    """Fail in a second, not after the training steps, when the eval steps cannot find their data."""
+    root = benchmarks_root()
+    missing = [name for name in ("mmlu", "gsm8k", "humaneval", "mt_bench") if not (root / name).is_dir()]
+    if missing:
+        raise SystemExit(f"benchmark files not found: {', '.join(str(root / m) for m in missing)}\n"
+                         "Point LMFORGE_BENCHMARKS at a folder holding mmlu/ gsm8k/ humaneval/ mt_bench/ "
+                         "(by default the repo's ../shared/benchmarks).")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="e2e")
 def main(cfg: DictConfig) -> None:
     os.chdir(REPO)  # every step is a repo-relative CLI call
     out = Path(cfg.out_dir)
     env = {"WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    preflight()
     start = time.perf_counter()
     try:
         results = run_steps(build_steps(cfg), out / "logs", env=env)

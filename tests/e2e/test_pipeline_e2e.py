@@ -3,6 +3,7 @@ fingerprint chains from shards through every checkpoint to the export, and a rer
 every finished step."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,14 @@ def test_pipeline_artifacts_lineage_and_rerun(tmp_path):
     steps = len(list(out.rglob("e2e_step.json")))
     assert again.count("already complete") == steps
     assert "done in" not in again
+
+
+def test_missing_benchmarks_fail_before_any_step(tmp_path):
+    """Without the benchmark files the eval steps would fail after all the training: the job
+    refuses at once, naming the folders and LMFORGE_BENCHMARKS, and writes no artifact."""
+    env = {**os.environ, "LMFORGE_BENCHMARKS": str(tmp_path / "nowhere")}
+    proc = subprocess.run([sys.executable, "scripts/pipeline.py", f"out_dir={tmp_path / 'out'}", *MINIMAL], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0
+    assert f"{tmp_path / 'nowhere' / 'mmlu'}" in proc.stderr and "LMFORGE_BENCHMARKS" in proc.stderr
+    assert not (tmp_path / "out" / "corpus").exists() and not (tmp_path / "out" / "logs").exists()

@@ -5,6 +5,7 @@ the composed `stage=rl` config."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +158,22 @@ def test_completion_logps_of_a_padded_batch_equal_each_sequence_alone(model_cfg,
             want = [logps[len(p) - 1 + j, token].item() for j, token in enumerate(c)]
             torch.testing.assert_close(got[row, : len(c)], torch.tensor(want), atol=1e-5, rtol=1e-5)
     assert completion_mask.sum().item() == sum(map(len, completions))
+
+
+def test_real_gsm8k_test_file_gold_solutions_earn_math_answer(tmp_path, tokenizer_dir):
+    """All 1319 real GSM8K test items load as RL prompts; each gold solution, given as the
+    completion, earns math_answer 1.0, and the same solution with its final number changed earns 0."""
+    path = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks" / "gsm8k" / "test.jsonl"
+    if not path.exists():
+        pytest.skip(f"shared benchmark files not found at {path.parent}")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    data = PromptDataModule(tokenizer_dir, train_path=str(path), val_path=str(path), batch_size=8)
+    data.setup()
+    assert len(data.train_set) == len(records) == 1319
+    reward = build_reward({"math_answer": 1.0})
+    gold = [r["answer"] for r in records]
+    total, _ = reward(gold, list(data.train_set))
+    assert total == [1.0] * len(records)
+    wrong = [g.rsplit("#### ", 1)[0] + "#### " + str(int(g.rsplit("#### ", 1)[1].replace(",", "")) + 1) for g in gold]
+    total, _ = reward(wrong, list(data.train_set))
+    assert total == [0.0] * len(records)
