@@ -233,8 +233,9 @@ class BaseStage(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Gradients are unscaled here (AMP) and not yet clipped: this is the true norm. It costs a
         # pass over every gradient (~3% of a 125m CPU step), so only steps that write logs pay it.
+        # (Lightning-internal; if it ever goes away, the norm is simply computed every step.)
         connector = getattr(self._trainer, "_logger_connector", None) if self._trainer is not None else None
-        if connector is not None and not connector.should_update_logs:
+        if not getattr(connector, "should_update_logs", True):
             return
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if grads:
