@@ -13,18 +13,7 @@ import yaml
 from lmforge.model import ModelConfig
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = (REPO.parent / "shared" / "benchmarks").resolve()
-
-
-def _need_benchmarks() -> Path:
-    if not BENCHMARKS.exists():
-        pytest.skip(f"shared benchmark files not found at {BENCHMARKS}")
-    return BENCHMARKS
-
-
-@pytest.fixture(scope="session")
-def benchmarks() -> Path:
-    return _need_benchmarks()
+# `benchmarks` (the shared MMLU/GSM8K/HumanEval/MT-Bench folder) is in tests/conftest.py.
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ the composed `stage=rl` config."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -160,12 +159,10 @@ def test_completion_logps_of_a_padded_batch_equal_each_sequence_alone(model_cfg,
     assert completion_mask.sum().item() == sum(map(len, completions))
 
 
-def test_real_gsm8k_test_file_gold_solutions_earn_math_answer(tmp_path, tokenizer_dir):
+def test_real_gsm8k_test_file_gold_solutions_earn_math_answer(tmp_path, tokenizer_dir, benchmarks):
     """All 1319 real GSM8K test items load as RL prompts; each gold solution, given as the
     completion, earns math_answer 1.0, and the same solution with its final number changed earns 0."""
-    path = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks" / "gsm8k" / "test.jsonl"
-    if not path.exists():
-        pytest.skip(f"shared benchmark files not found at {path.parent}")
+    path = benchmarks / "gsm8k" / "test.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()]
     data = PromptDataModule(tokenizer_dir, train_path=str(path), val_path=str(path), batch_size=8)
     data.setup()
