@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -23,22 +23,24 @@ sys.path.insert(0, str(REPO / "src"))
 from lmforge.e2e.report import build_report  # noqa: E402
 from lmforge.e2e.runner import StepFailed, run_steps  # noqa: E402
 from lmforge.e2e.steps import build_steps  # noqa: E402
+from lmforge.eval.runner import task_data_paths  # noqa: E402
 
 log = logging.getLogger("pipeline")
 
 
 def benchmarks_root() -> Path:
-    """Where the eval steps read MMLU/GSM8K/HumanEval/MT-Bench (as conf/eval.yaml resolves it)."""
+    """Where the eval steps read their benchmark files: conf/eval.yaml's `benchmarks_root` default
+    (that interpolation needs Hydra's runtime, so it is mirrored here)."""
     return Path(os.environ.get("LMFORGE_BENCHMARKS") or REPO.parent / "shared" / "benchmarks")
 
 
-def preflight() -> None:
+def preflight(eval_suite: str) -> None:
     """Fail in a second, not after the training steps, when the eval steps cannot find their data."""
-    root = benchmarks_root()
-    missing = [name for name in ("mmlu", "gsm8k", "humaneval", "mt_bench") if not (root / name).is_dir()]
+    suite = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "eval" / f"{eval_suite}.yaml"))
+    missing = [str(path) for path in task_data_paths(suite, benchmarks_root()).values() if not path.exists()]
     if missing:
-        raise SystemExit(f"benchmark files not found: {', '.join(str(root / m) for m in missing)}\n"
-                         "Point LMFORGE_BENCHMARKS at a folder holding mmlu/ gsm8k/ humaneval/ mt_bench/ "
+        raise SystemExit(f"benchmark files for eval={eval_suite} not found: {', '.join(missing)}\n"
+                         "Point LMFORGE_BENCHMARKS at a folder holding them in the upstream layout "
                          "(by default the repo's ../shared/benchmarks).")
 
 
@@ -48,7 +50,7 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.out_dir)
     env = {"WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
-    preflight()
+    preflight(cfg.eval_suite)
     start = time.perf_counter()
     try:
         results = run_steps(build_steps(cfg), out / "logs", env=env)

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from lmforge.eval.gate import GateFailedError, evaluate_gate, gate_verdict
-from lmforge.eval.runner import _task_config, run_suite
+from lmforge.eval.runner import _task_config, run_suite, task_data_paths
 from lmforge.eval.tasks import get_task
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -78,3 +78,11 @@ def test_eval_run_writes_report_and_gate_blocks_a_regression(tiny_eval_model, be
         verdict.raise_if_failed()
     html = (tmp_path / "child2" / "summary.html").read_text()
     assert "FAIL" in html and "mmlu.acc dropped" in html
+
+
+def test_task_data_paths_resolve_like_the_run_and_honour_a_task_path(tmp_path):
+    """What the main job's preflight checks: each file-reading task's data path under the root,
+    or the task's own `path`; safety reads packaged prompts and has none."""
+    suite = {"tasks": {"mmlu": {"limit": 2}, "gsm8k": {"path": str(tmp_path / "my_gsm8k")}, "safety": {}}}
+    assert task_data_paths(suite, tmp_path / "root") == {"mmlu": tmp_path / "root" / "mmlu",
+                                                         "gsm8k": tmp_path / "my_gsm8k"}

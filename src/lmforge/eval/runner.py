@@ -41,6 +41,17 @@ def _task_config(module, options: dict, benchmarks_root: Path, limit: int | None
     return config_cls(**options)
 
 
+def task_data_paths(suite: dict, benchmarks_root: Path) -> dict[str, Path]:
+    """The benchmark file or folder each task of `suite` reads, resolved as `run_suite` resolves it
+    (tasks with no `path`, such as safety, are left out)."""
+    paths = {}
+    for name, options in (suite.get("tasks") or {}).items():
+        task_cfg = _task_config(get_task(name), options or {}, benchmarks_root, None)
+        if getattr(task_cfg, "path", None):
+            paths[name] = Path(task_cfg.path)
+    return paths
+
+
 def load_model(cfg: dict, benchmarks_root: Path) -> EvalModel:
     if cfg.get("ckpt"):
         return load_checkpoint(cfg["ckpt"], device=cfg.get("device", "cpu"))
