@@ -43,15 +43,20 @@ class LocalServerConfig:
     threads: int = 2
 
 
-class CompletionRequest(BaseModel):
+class SamplingRequest(BaseModel):
+    """Fields both endpoints share (OpenAI names and defaults)."""
+
     model: str | None = None
-    prompt: str | list[str]
-    max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
     stop: str | list[str] | None = None
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: str | list[str]
+    max_tokens: int = 16
 
 
 class ChatMessage(BaseModel):
@@ -59,15 +64,9 @@ class ChatMessage(BaseModel):
     content: str
 
 
-class ChatRequest(BaseModel):
-    model: str | None = None
+class ChatRequest(SamplingRequest):
     messages: list[ChatMessage]
     max_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: str | list[str] | None = None
 
 
 def _stop_strings(stop: str | list[str] | None) -> list[str]:
