@@ -104,12 +104,7 @@ def training_prompts(run: str) -> set[str] | None:
 def plot_report(path: Path, run: Path, before: dict, after: dict, title: str) -> Path:
     """Left: sampled reward per step (and its 20-step mean) and greedy val/reward from the RL run's
     CSV log; right: held-out accuracy before and after, by task kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lmforge.e2e.report import read_curve
+    from lmforge.e2e.report import plt, read_curve  # pyplot on the Agg backend
 
     curves = read_curve(run / "csv" / "metrics.csv")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -117,8 +112,8 @@ def plot_report(path: Path, run: Path, before: dict, after: dict, title: str) ->
         steps, values = zip(*curves["train/reward"])
         left.plot(steps, values, ".", alpha=0.25, markersize=3, label="train/reward (sampled)")
         window = 20
-        means = [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
-                 for i in range(len(values))]
+        trailing = [values[max(0, i - window + 1) : i + 1] for i in range(len(values))]
+        means = [sum(w) / len(w) for w in trailing]
         left.plot(steps, means, "-", label=f"train/reward ({window}-log mean)")
     if "val/reward" in curves:
         steps, values = zip(*curves["val/reward"])

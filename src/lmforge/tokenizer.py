@@ -47,6 +47,10 @@ CHAT_TEMPLATE = (
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
 MANIFEST_FILE = "manifest.json"  # lineage written by the tokenizer CLI
+# Placeholder for message i's content while finding the template's own special tokens
+# (private-use code points, which no template writes).
+_CONTENT_SLOT = "\ue000{}\ue001"
+_CONTENT_SLOT_RE = re.compile("\ue000(\\d+)\ue001")
 
 
 class TokenizerMismatchError(ValueError):
@@ -172,12 +176,14 @@ class Tokenizer:
         independently anyway, so for content without special strings the ids equal
         `encode(text)`, i.e. what transformers and a serving engine produce.
         """
-        slots = [f"\ue000{i}\ue001" for i in range(len(messages))]
         skeleton = self.apply_chat_template(
-            [{**m, "content": slot} for m, slot in zip(messages, slots)], add_generation_prompt
+            [{**m, "content": _CONTENT_SLOT.format(i)} for i, m in enumerate(messages)], add_generation_prompt
         )
-        fill = re.compile("\ue000(\\d+)\ue001")
-        if fill.sub(lambda m: messages[int(m.group(1))]["content"], skeleton) != text:
+
+        def fill(piece: str) -> str:
+            return _CONTENT_SLOT_RE.sub(lambda m: messages[int(m.group(1))]["content"], piece)
+
+        if fill(skeleton) != text:
             # The template rewrites content (e.g. strips it): fall back to plain encoding.
             if not self._warned_template_edits_content:
                 log.warning("chat template edits message content; special-token strings inside content "
@@ -193,7 +199,7 @@ class Tokenizer:
             nonlocal offset
             if not piece:
                 return
-            literal = fill.sub(lambda m: messages[int(m.group(1))]["content"], piece)
+            literal = fill(piece)
             enc = self._literal.encode(literal, add_special_tokens=False)
             ids.extend(enc.ids)
             starts.extend(offset + a for a, _ in enc.offsets)
