@@ -166,7 +166,9 @@ class MixedTokenStream(IterableDataset):
         b = self.start_batch + worker
         positions = self.domain_positions_before(b * global_batch)
         while True:
-            choices = self.domain_choices(b * global_batch, (b + 1) * global_batch)
+            # This batch and the ones the other workers build: drawn once, the first global batch is ours.
+            upcoming = self.domain_choices(b * global_batch, (b + n_workers) * global_batch)
+            choices = upcoming[:global_batch]
             # Position of each sample within its domain's stream.
             offsets = np.zeros(len(choices), dtype=np.int64)
             for d in range(len(self.domains)):
@@ -175,8 +177,7 @@ class MixedTokenStream(IterableDataset):
             rows = [streams[d].get(int(p)) for d, p in zip(choices[mine], offsets[mine])]
             yield {"input_ids": torch.from_numpy(np.stack(rows).astype(np.int64))}
             # Advance past this batch and the ones the other workers build.
-            skipped = self.domain_choices(b * global_batch, (b + n_workers) * global_batch)
-            positions += np.bincount(skipped, minlength=len(self.domains))
+            positions += np.bincount(upcoming, minlength=len(self.domains))
             b += n_workers
 
 
