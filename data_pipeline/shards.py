@@ -19,7 +19,6 @@ validation by a hash of its id, so the split does not depend on file order or pr
 from __future__ import annotations
 
 import collections
-import gzip
 import hashlib
 import json
 import logging
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from data_pipeline.io_utils import atomic_path, open_maybe_gzip
 from lmforge.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -141,15 +141,11 @@ class RawRecord:
     is_json: bool
 
 
-def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
-
-
 def iter_raw_records(paths: Iterable[Path], root: Path, corrupt: CorruptRecords) -> Iterator[RawRecord]:
     for path in paths:
         rel = str(path.relative_to(root)) if path != root else path.name
         try:
-            with _open_binary(path) as handle:
+            with open_maybe_gzip(path) as handle:
                 if path.name.endswith(TEXT_SUFFIXES):
                     yield RawRecord(rel, rel, handle.read(), is_json=False)
                     continue
@@ -413,10 +409,8 @@ def write_shards(cfg: ShardConfig) -> dict:
     if corrupt.count:
         log.warning("skipped %d corrupt record(s) in %s: %s (manifest: corrupt_records)",
                     corrupt.count, corpus, corrupt.by_reason)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(manifest_path)  # the manifest appears last: its presence means the shards are whole
+    with atomic_path(manifest_path) as tmp:  # last, atomically: its presence means the shards are whole
+        tmp.write_text(json.dumps(manifest, indent=2))
     return manifest
 
 
