@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, KeysView, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +108,9 @@ class AppendOnlyLog:
                 log.warning("%s:%d: corrupt record skipped", self.path, lineno)
 
     @property
-    def done(self) -> set[str]:
-        return set(self._records)
+    def done(self) -> KeysView[str]:
+        """Ids already logged: a live view (O(1) membership, no copy per lookup)."""
+        return self._records.keys()
 
     def records(self) -> list[dict]:
         return list(self._records.values())
