@@ -78,6 +78,22 @@ def sample_next(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Gene
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
+def padded_causal_mask(is_real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position ids and the [N, 1, T, T] attention mask of a padded batch (`is_real` [N, T]).
+
+    A query sees the real tokens at or before it; a pad query sees only itself, so its softmax
+    row is finite (its output is never used). Positions count real tokens only, so a left-padded
+    row gets the same positions as unpadded. Shared by the generator's prefill and RL's scoring,
+    which must agree for the RL ratio to be exactly on-policy.
+    """
+    width = is_real.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=is_real.device).tril()
+    eye = torch.eye(width, dtype=torch.bool, device=is_real.device)
+    mask = (causal & is_real.bool()[:, None, :]) | eye
+    positions = (is_real.long().cumsum(dim=-1) - 1).clamp(min=0)
+    return positions, mask[:, None]
+
+
 def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device):
     """ids [B, P] left-padded, the real-token mask [B, P] and per-row prompt lengths."""
     lengths = [len(p) for p in prompts]
@@ -127,13 +143,8 @@ def _generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
         log.warning("generating up to %d positions, past the model's max_seq_len=%d (RoPE extrapolates "
                     "poorly beyond the trained length)", longest, model.config.max_seq_len)
     cache = model.new_kv_cache(batch, width + cfg.max_new_tokens)
-    # Keys a query may see: real tokens at or before it. A pad query may see only itself, so
-    # its softmax has a finite row (its output is never used).
-    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-    eye = torch.eye(width, dtype=torch.bool, device=device)
-    prefill_mask = (causal & is_real[:, None, :]) | eye
-    positions = (is_real.long().cumsum(dim=-1) - 1).clamp(min=0)
-    logits = model(ids, position_ids=positions, attn_mask=prefill_mask[:, None], kv_cache=cache)[:, -1]
+    positions, prefill_mask = padded_causal_mask(is_real)
+    logits = model(ids, position_ids=positions, attn_mask=prefill_mask, kv_cache=cache)[:, -1]
 
     key_is_real = torch.cat([is_real, is_real.new_ones(batch, cfg.max_new_tokens)], dim=1)
     next_position = positions[:, -1:] + 1

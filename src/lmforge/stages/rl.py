@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from lmforge.data.tasks import Task, make_tasks, task_from_record
-from lmforge.generate import SamplingConfig, generate
+from lmforge.generate import SamplingConfig, generate, padded_causal_mask
 from lmforge.rewards import build_reward, check_reward_spec
 from lmforge.stages.base import BaseStage, to_plain
 from lmforge.tokenizer import Tokenizer
@@ -123,13 +123,7 @@ def completion_logps(
     `temperature` divides the logits as the sampler did, so the ratio and the gradient are those of
     the distribution the completions were actually drawn from (on-policy at any temperature).
     """
-    position_ids = (attn_mask.long().cumsum(-1) - 1).clamp(min=0)
-    # Causal mask restricted to real (non-pad) keys; broadcast to [N, 1, T, T]. A pad query keeps
-    # its own key so its softmax row is finite (its output is never used).
-    length = input_ids.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
-    eye = torch.eye(length, dtype=torch.bool, device=input_ids.device)
-    mask4d = (causal[None, None] & attn_mask[:, None, None, :].bool()) | eye
+    position_ids, mask4d = padded_causal_mask(attn_mask)  # the same mask the sampler's prefill used
     logits = model(input_ids, position_ids=position_ids, attn_mask=mask4d)
     logits = logits[:, prompt_len - 1 : -1].float() / temperature
     targets = input_ids[:, prompt_len:]
