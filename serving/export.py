@@ -193,9 +193,9 @@ def assert_no_pickle(directory: Path) -> None:
         raise RuntimeError(f"export {directory} contains pickle-format files: {offending}")
 
 
-def export_one(cfg: ExportConfig, loaded: LoadedModel, quant: str, out: Path, gate: dict) -> Path:
+def export_one(cfg: ExportConfig, loaded: LoadedModel, quant: str, out: Path, gate: dict,
+               parent: Path, parent_fingerprint: str) -> Path:
     dtype = DTYPES[cfg.dtype]
-    parent = resolve_checkpoint(cfg.ckpt)
     manifest = {
         "kind": "hf_export",
         "quant": quant,
@@ -204,7 +204,7 @@ def export_one(cfg: ExportConfig, loaded: LoadedModel, quant: str, out: Path, ga
         "tokenizer_fingerprint": loaded.tokenizer.fingerprint if loaded.tokenizer is not None else None,
         "dtype": cfg.dtype,
         "parent": str(parent),
-        "parent_fingerprint": fingerprint_path(parent),
+        "parent_fingerprint": parent_fingerprint,
         "parent_lineage": loaded.manifest,
         "release_gate": gate,
     }
@@ -241,10 +241,13 @@ def run_export(cfg: ExportConfig) -> Path:
         log.warning("%s has no tokenizer: the export will lack tokenizer files and a chat template", cfg.ckpt)
     out = Path(cfg.out or f"artifacts/export/{loaded.model_config.name}-{cfg.quant}")
     quants = list(QUANT_CHOICES) if cfg.quant == "all" else [cfg.quant]
+    # Hashed once: quant=all would otherwise read a (possibly multi-GB) checkpoint once per format.
+    parent = resolve_checkpoint(cfg.ckpt)
+    parent_fingerprint = fingerprint_path(parent)
     exports = {}
     for quant in quants:
         target = out / quant if cfg.quant == "all" else out
-        exports[quant] = export_one(cfg, loaded, quant, target, gate)
+        exports[quant] = export_one(cfg, loaded, quant, target, gate, parent, parent_fingerprint)
     if cfg.report:
         from serving.quality import QualityProbe, quality_report, write_quality_report
 

@@ -59,7 +59,7 @@ def build_steps(cfg: DictConfig) -> list[Step]:
         train("sft", "pretrain", cfg.steps.sft, "experiment=sft_tiny"),
         train("dpo", "sft", cfg.steps.dpo, "experiment=dpo_tiny", f"module.reference_cache_dir={out / 'dpo' / 'reference_cache'}"),
     ]
-    if _has_stage("rl"):
+    if "rl" in CHECKPOINTS:
         # Reasoning RL with the verifiable task reward on unit conversions (conf/experiment/rl_tasks.yaml:
         # the generated kind where the tiny model already samples some right answers).
         # A short pass from a weak parent: a low lr keeps the answer format (60 steps at the
