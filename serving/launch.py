@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ def resolved_dtype(cfg: LaunchConfig, export_config: dict) -> str:
     return export_config.get("dtype") or export_config.get("torch_dtype") or "auto"
 
 
-def resolve_api_key(cfg: LaunchConfig) -> str:
+def resolve_api_key(cfg: Any) -> str:
+    """The server's key: `cfg.api_key`, else $LMFORGE_API_KEY, else a fresh random one (printed).
+    Any config with an `api_key` field (this launcher's, serving.local's)."""
     return cfg.api_key or os.environ.get(API_KEY_ENV) or secrets.token_urlsafe(24)
 
 

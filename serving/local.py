@@ -26,10 +26,10 @@ from pydantic import BaseModel
 
 from lmforge.checkpoint import LoadedModel
 from lmforge.generate import SamplingConfig, generate
+from serving.launch import API_KEY_ENV, resolve_api_key
 
 log = logging.getLogger(__name__)
 
-API_KEY_ENV = "LMFORGE_API_KEY"
 
 
 @dataclass
@@ -170,7 +170,7 @@ def build_app(cfg: LocalServerConfig) -> tuple[FastAPI, str]:
         raise ValueError("ckpt is required: python -m serving.local ckpt=<checkpoint|export dir>")
     torch.set_num_threads(cfg.threads)
     loaded = load_served_model(cfg.ckpt)
-    api_key = cfg.api_key or os.environ.get(API_KEY_ENV) or secrets.token_urlsafe(24)
+    api_key = resolve_api_key(cfg)
     name = cfg.served_model_name or Path(cfg.ckpt).name
     return create_app(LocalEngine(loaded, name, cfg.max_new_tokens_limit), api_key), api_key
 
