@@ -13,13 +13,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TORCHAO_NO_KERNEL_WARNINGS", "1")
 
 
-BENCHMARKS = (Path(__file__).resolve().parents[2] / "shared" / "benchmarks").resolve()
+# As conf/eval.yaml resolves it: $LMFORGE_BENCHMARKS, else ../shared/benchmarks beside the clone.
+BENCHMARKS = Path(os.environ.get("LMFORGE_BENCHMARKS")
+                  or Path(__file__).resolve().parents[2] / "shared" / "benchmarks").resolve()
 
 
 @pytest.fixture(scope="session")
 def benchmarks() -> Path:
     """The real benchmark files. They are licensed data kept outside the repo (never copied in),
-    beside the clone in ../shared; a checkout without them cannot run these tests at all."""
+    beside the clone in ../shared or at $LMFORGE_BENCHMARKS; without them these tests cannot run."""
     if not BENCHMARKS.exists():
         pytest.skip(f"shared benchmark files not found at {BENCHMARKS}")
     return BENCHMARKS
