@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lmforge.model import at_least_fp32
+
 IGNORE_INDEX = -100
 LOSS_TYPES = ("sigmoid", "ipo", "cdpo")
 
@@ -20,7 +22,7 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     """Log-probability of each label token [B, T] (0 where masked) and the mask [B, T]."""
     mask = labels != IGNORE_INDEX
     safe_labels = labels.masked_fill(~mask, 0)
-    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
+    logps = torch.log_softmax(at_least_fp32(logits), dim=-1).gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
     return logps * mask, mask
 
 
@@ -36,7 +38,7 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the unmasked label tokens of the whole batch."""
     return F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
+        at_least_fp32(logits).reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
     )
 
 
@@ -47,8 +49,8 @@ def per_segment_cross_entropy(
     conversations into one row (`segment_ids` numbers them, -1 on padding)."""
     logps, mask = token_logps(logits, labels)
     seg = segment_ids.masked_fill(~mask, 0).reshape(-1)
-    nll = torch.zeros(n_segments, device=logits.device).index_add_(0, seg, (-logps * mask).reshape(-1))
-    counts = torch.zeros(n_segments, device=logits.device).index_add_(0, seg, mask.reshape(-1).float())
+    nll = torch.zeros(n_segments, device=logits.device, dtype=logps.dtype).index_add_(0, seg, (-logps * mask).reshape(-1))
+    counts = torch.zeros(n_segments, device=logits.device, dtype=logps.dtype).index_add_(0, seg, mask.reshape(-1).to(logps.dtype))
     return nll / counts.clamp(min=1)
 
 

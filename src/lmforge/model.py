@@ -81,6 +81,12 @@ class ModelConfig:
         return 6 * n + attn
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """`x` in fp32 for norms, softmaxes and losses; fp64 stays fp64, so a float64 run is float64
+    end to end (parity tests rely on it to be independent of the CPU's kernels)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -88,9 +94,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 and cast back before the scale, as HF Llama does: bf16 logits match.
+        # Normalise in fp32 (fp64 stays fp64) and cast back before the scale, as HF Llama does:
+        # bf16 logits match.
         dtype = x.dtype
-        x32 = x.float()
+        x32 = at_least_fp32(x)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(dtype)
 
@@ -103,11 +110,12 @@ def rotary_cos_sin(
     Computed per call rather than cached in a buffer: it is cheap, and a model built on the
     meta device (FSDP, param counting) then needs no buffer re-initialisation.
     """
+    work = torch.promote_types(dtype, torch.float32)  # fp32 tables, fp64 under precision=64-true
     inv_freq = 1.0 / (
         theta
-        ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.int64).float() / head_dim)
+        ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.int64).to(work) / head_dim)
     )
-    freqs = position_ids.float()[..., None] * inv_freq  # [B, T, hd/2]
+    freqs = position_ids.to(work)[..., None] * inv_freq  # [B, T, hd/2]
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 

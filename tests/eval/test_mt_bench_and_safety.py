@@ -146,6 +146,7 @@ def test_safety_rates_on_scripted_replies(monkeypatch, lm):
     assert result.metrics["over_refusal_rate"] == pytest.approx(3 / benign)
 
 
+@pytest.mark.parity
 def test_loglikelihood_equals_direct_forward_pass(lm):
     tok, model = lm.tokenizer, lm.model
     context, continuation = "Question: what is 2 + 3?\nAnswer:", " 5 apples"

@@ -38,6 +38,7 @@ def _evaluate(lm: EvalLM, task_configs: list[dict], **kw) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.parity
 def test_mmlu_accuracy_matches_lm_eval(tiny_eval_model, benchmarks, tmp_path):
     lm = EvalLM(tiny_eval_model.model, tiny_eval_model.tokenizer, batch_size=8, show_progress=False)
     root, limit, shots = benchmarks / "mmlu", 5, 2
@@ -72,6 +73,7 @@ def test_mmlu_accuracy_matches_lm_eval(tiny_eval_model, benchmarks, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parity
 def test_gsm8k_extraction_matches_lm_eval(tiny_eval_model, benchmarks, tmp_path):
     lm = EvalLM(tiny_eval_model.model, tiny_eval_model.tokenizer, batch_size=8, show_progress=False)
     root, limit, shots, max_new = benchmarks / "gsm8k", 6, 2, 48

@@ -36,6 +36,7 @@ def full_recompute_greedy(model, prompt: list[int], steps: int) -> list[int]:
     return ids[len(prompt):]
 
 
+@pytest.mark.parity
 def test_cached_batched_greedy_equals_full_recompute(model):
     steps = 16
     batched = generate(model, PROMPTS, SamplingConfig(max_new_tokens=steps, temperature=0), pad_id=PAD)
@@ -57,6 +58,7 @@ def test_stop_tokens_end_rows_independently(model):
     assert out.finished[0]
 
 
+@pytest.mark.parity
 def test_seeded_sampling_is_reproducible_and_top_k_1_is_greedy(model):
     cfg = SamplingConfig(max_new_tokens=10, temperature=1.3, top_k=20, top_p=0.9, seed=7)
     first = generate(model, PROMPTS, cfg, PAD).completions
@@ -95,6 +97,7 @@ def brute_force_top_p(row: list[float], p: float) -> set[int]:
 
 
 @pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parity
 def test_top_k_and_top_p_match_brute_force(seed):
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(seed)) * 3
     for k in (1, 3, 17, 50):

@@ -35,6 +35,7 @@ def max_logit_diff(ours, hf, ids) -> float:
 
 
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+@pytest.mark.parity
 def test_export_loads_in_transformers_with_equal_logits(tmp_path, tie, bpe):
     model = build_model(tiny_config(tie, vocab=bpe.vocab_size))
     randomize_(model, seed=1)
@@ -87,6 +88,7 @@ def test_bf16_export_stores_bf16(tmp_path):
 
 
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+@pytest.mark.parity
 def test_hf_llama_imports_with_equal_logits(tmp_path, tie):
     torch.manual_seed(0)
     hf_config = LlamaConfig(vocab_size=300, hidden_size=96, num_hidden_layers=2, num_attention_heads=6,

@@ -45,6 +45,7 @@ def perturb(module: torch.nn.Module) -> None:
 
 
 @pytest.mark.parametrize("peft", [None, LORA], ids=["full", "lora"])
+@pytest.mark.parity
 def test_precomputed_reference_equals_live_reference(model_cfg, tokenizer_dir, parent_ckpt, peft, tmp_path):
     stage = DPOStage(model=model_cfg, optim={}, tokenizer_path=tokenizer_dir, init_from=parent_ckpt, peft=peft,
                      reference_cache_dir=str(tmp_path / "cache"))

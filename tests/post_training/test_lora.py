@@ -33,6 +33,7 @@ def test_only_adapter_parameters_get_gradients(model_cfg):
     assert targeted == set(LORA["target_modules"])
 
 
+@pytest.mark.parity
 def test_merge_and_unload_gives_the_same_logits(model_cfg):
     model, base_state = adapted_model(model_cfg)
     ids = torch.randint(0, 512, (2, 12))

@@ -10,6 +10,7 @@ from lmforge.data.preference import PreferenceDataModule
 from lmforge.stages.reward import RewardStage, score_last_token
 
 
+@pytest.mark.parity
 def test_reward_reads_last_real_token_regardless_of_padding(model_cfg, tokenizer_dir):
     stage = RewardStage(model=model_cfg, optim={}, tokenizer_path=tokenizer_dir)
     stage.configure_model()

@@ -146,6 +146,7 @@ def test_judge_prompt_holds_the_principle_question_and_both_answers():
     assert "(A) first answer" in text and "(B) second answer" in text
 
 
+@pytest.mark.parity
 def test_logprob_judge_matches_direct_logprobs_and_is_order_symmetric(tokenizer_dir, model_cfg):
     tokenizer = Tokenizer.load(tokenizer_dir)
     model = build_model(ModelConfig(**model_cfg)).eval()

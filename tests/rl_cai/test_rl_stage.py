@@ -146,6 +146,7 @@ def test_finished_completions_are_trained_with_their_stop_token(tokenizer_dir, m
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parity
 def test_completion_logps_of_a_padded_batch_equal_each_sequence_alone(model_cfg, temperature):
     model = build_model(ModelConfig(**model_cfg)).eval()
     prompts, completions = [[5, 6, 7, 8], [9, 10], [11]], [[1, 2, 3], [4], [12, 13]]

@@ -62,6 +62,7 @@ def test_wrong_or_missing_key_is_refused(server, headers):
         assert httpx.request(method, f"{base}{path}", json=body, headers=headers).status_code == 401
 
 
+@pytest.mark.parity
 def test_greedy_completion_equals_direct_generate(server, memorised_checkpoint):
     from serving.loading import load_served_model
 

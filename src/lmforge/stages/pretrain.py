@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from lmforge.model import at_least_fp32
 from lmforge.stages.base import BaseStage
 
 IGNORE_INDEX = -100
@@ -23,6 +24,6 @@ class PretrainStage(BaseStage):
         logits = self.model(input_ids, position_ids=batch.get("position_ids"))
         # Position t predicts token t+1; mean over the predicted (unmasked) tokens.
         loss = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+            at_least_fp32(logits[:, :-1].flatten(0, 1)), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
         )
         return loss, {}
