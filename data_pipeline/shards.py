@@ -38,7 +38,9 @@ from lmforge.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from lmforge.config_paths import conf_dir  # noqa: E402  (a layer-1 helper: no torch, no Hydra)
+
+CONF_DIR = conf_dir()
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
 SAMPLE_KEY = "tokens.bin"

@@ -11,12 +11,13 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lmforge.config_paths import conf_dir
 from lmforge.eval.runner import run_suite
 
 log = logging.getLogger("lmforge.eval")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
     report = run_suite(OmegaConf.to_container(cfg, resolve=True))
     for task, metrics in report["metrics"].items():

@@ -13,7 +13,8 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lmforge.config_schema import register_configs
+from lmforge.config_paths import conf_dir
+from lmforge.config_schema import register_configs, validate_config
 from lmforge.training import fit_from_config, print_summary
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,9 @@ log = logging.getLogger(__name__)
 register_configs()  # typed schemas must be in the ConfigStore before Hydra composes
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    validate_config(cfg)  # `+module.typo=1` bypasses the schemas at compose time
     if cfg.get("runner") is not None:
         return instantiate(cfg.runner)(cfg)
     manifest = fit_from_config(cfg)

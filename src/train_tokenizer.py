@@ -9,10 +9,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lmforge.config_paths import conf_dir
 from lmforge.tokenizer import TokenizerJobConfig, run_tokenizer_job
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="tokenizer")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="tokenizer")
 def main(cfg: DictConfig) -> None:
     job = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TokenizerJobConfig), cfg))
     summary = run_tokenizer_job(job)

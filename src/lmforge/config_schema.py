@@ -1,21 +1,124 @@
 """Typed schemas for the Hydra config tree, registered in Hydra's ConfigStore.
 
-`conf/train.yaml` puts `schema/model` under `model` and `schema/optim` under `optim` before the
-chosen group options merge on top, so `model.n_layerz=3` (unknown key) or `model.n_layers=abc`
-(wrong type) fail at compose time instead of being dropped or crashing mid-run. The schemas are
-the dataclasses the code itself uses (`ModelConfig`, `OptimConfig`): one source of truth.
+Each typed node is merged onto its schema before the YAML options, so `model.n_layerz=3`
+(unknown key) or `model.n_layers=abc` (wrong type) fail at compose time, on the command line
+or inside an experiment YAML, naming the key. The schemas are what the code itself uses, one
+source of truth:
+  - `model`, `optim`, `cai`: the dataclasses `ModelConfig`, `OptimConfig`, `CAIConfig`;
+  - `module`, `datamodule`: derived from the `__init__` signature of the class the stage
+    instantiates (`module_schema`), so a new keyword argument is a new config key for free;
+  - `data`: `DataMixConfig` below (the token-shard mix that `conf/stage/pretrain.yaml` reads).
+`conf/train.yaml` puts `schema/model` and `schema/optim` under their nodes; each
+`conf/stage/<name>.yaml` puts `schema/module/<name>` and `schema/datamodule/<name>` under its
+own. `+node.key=v` bypasses a schema in Hydra, so `validate_config` rejects such keys too.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+import inspect
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
 
+from lmforge.cai.runner import CAIConfig
+from lmforge.data.chat import ChatDataModule
+from lmforge.data.preference import PreferenceDataModule
+from lmforge.data.prompts import PromptDataModule
+from lmforge.data.token_shards import TokenShardDataModule
 from lmforge.model import ModelConfig
 from lmforge.stages.base import OptimConfig
+from lmforge.stages.dpo import DPOStage
+from lmforge.stages.pretrain import PretrainStage
+from lmforge.stages.reward import RewardStage
+from lmforge.stages.rl import RLStage
+from lmforge.stages.sft import SFTStage
 
-SCHEMAS: dict[str, type] = {"model": ModelConfig, "optim": OptimConfig}
+
+@dataclass
+class DataMixConfig:
+    """A pretraining data mix (conf/data/<name>.yaml), read by `TokenShardDataModule`."""
+
+    name: str = "default"
+    corpus_dir: str | None = None
+    shards_dir: str = MISSING
+    weights: dict[str, float] | None = None  # sampling probability per domain; None: equal
+    batch_size: int = 16
+    val_fraction: float = 0.05
+    val_sequences_per_domain: int | None = 64
+    num_workers: int = 0
+
+
+@dataclass
+class CAINodeConfig(CAIConfig):
+    """The `cai` node: `CAIConfig` plus the blocks merged onto the SFT and DPO steps' configs."""
+
+    sft: dict[str, Any] = field(default_factory=dict)
+    dpo: dict[str, Any] = field(default_factory=dict)
+
+
+# Types OmegaConf checks; anything else (unions with dataclasses, dicts of objects) is Any.
+_SCALARS = (int, float, str, bool)
+
+
+def _omegaconf_type(annotation: Any) -> Any:
+    if annotation in _SCALARS:
+        return annotation
+    args = typing.get_args(annotation)
+    if len(args) == 2 and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        if inner in _SCALARS:
+            return inner | None
+    return Any
+
+
+def init_params(cls: type) -> dict[str, inspect.Parameter]:
+    """Keyword parameters of `cls.__init__`, following `*args, **kwargs` up the MRO to the base."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        signature = inspect.signature(klass.__init__)
+        hints = typing.get_type_hints(klass.__init__)
+        forwards = False
+        for name, param in list(signature.parameters.items())[1:]:
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                forwards = True
+                continue
+            params.setdefault(name, param.replace(annotation=hints.get(name, Any)))
+        if not forwards:
+            break
+    return params
+
+
+def module_schema(cls: type) -> type:
+    """A dataclass whose fields are `_target_` plus `cls.__init__`'s keyword parameters."""
+    specs: list[tuple[str, Any, Any]] = [("_target_", str, field(default=f"{cls.__module__}.{cls.__qualname__}"))]
+    for name, param in init_params(cls).items():
+        default = param.default
+        if default is inspect.Parameter.empty:
+            spec = field(default=MISSING)
+        elif isinstance(default, (dict, list)):
+            spec = field(default_factory=lambda d=default: type(d)(d))
+        else:
+            spec = field(default=default)
+        specs.append((name, _omegaconf_type(param.annotation), spec))
+    return make_dataclass(f"{cls.__name__}Config", specs)
+
+
+# Option names are the stage names (`stage=<name>` picks `schema/module/<name>`).
+STAGE_CLASSES: dict[str, tuple[type, type]] = {
+    "pretrain": (PretrainStage, TokenShardDataModule),
+    "sft": (SFTStage, ChatDataModule),
+    "reward": (RewardStage, PreferenceDataModule),
+    "dpo": (DPOStage, PreferenceDataModule),
+    "rl": (RLStage, PromptDataModule),
+    "cai": (SFTStage, ChatDataModule),  # CAI's own training step is SFT on the revisions
+}
+
+SCHEMAS: dict[str, type] = {"model": ModelConfig, "optim": OptimConfig, "data": DataMixConfig, "cai": CAINodeConfig}
 
 
 def register_configs() -> None:
@@ -23,21 +126,28 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     for name, node in SCHEMAS.items():
         store.store(group="schema", name=name, node=node)
+    for stage, (module_cls, datamodule_cls) in STAGE_CLASSES.items():
+        store.store(group="schema/module", name=stage, node=module_schema(module_cls))
+        store.store(group="schema/datamodule", name=stage, node=module_schema(datamodule_cls))
 
 
 class UnknownConfigKeyError(ValueError):
     """A key was forced into a typed node (`+model.typo=3`) that its schema does not have."""
 
 
-def validate_config(cfg) -> None:
-    """`+group.key=v` bypasses the schema at compose time; catch such keys before they are dropped."""
-    for name, schema in SCHEMAS.items():
-        node = cfg.get(name)
-        if node is None:
-            continue
-        unknown = sorted(set(node.keys()) - {f.name for f in fields(schema)})
+def validate_config(cfg: DictConfig, path: str = "") -> None:
+    """`+node.key=v` bypasses a schema at compose time; catch such keys in every typed node."""
+    if not isinstance(cfg, DictConfig):
+        return
+    schema = OmegaConf.get_type(cfg)
+    if path and is_dataclass(schema):
+        known = {f.name for f in fields(schema)}
+        unknown = sorted(set(cfg.keys()) - known)
         if unknown:
             raise UnknownConfigKeyError(
-                f"unknown key(s) {[f'{name}.{k}' for k in unknown]}; {schema.__name__} has "
-                f"{sorted(f.name for f in fields(schema))}"
+                f"unknown key(s) {[f'{path}.{k}' for k in unknown]}; {schema.__name__} has {sorted(known)}"
             )
+    for key in cfg.keys():
+        if key == "hydra" or OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):
+            continue
+        validate_config(cfg[key], f"{path}.{key}" if path else str(key))

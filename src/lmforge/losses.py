@@ -1,7 +1,8 @@
-"""Post-training losses as pure functions of tensors (no modules, no config objects).
+"""Training losses as pure functions of tensors (no config objects): next-token, preference
+(DPO family, Bradley-Terry) and policy-gradient (GRPO family).
 
-Label convention shared by every function here and by the chat/preference collators:
-`labels[b, t]` is the token that position t should predict (already shifted), or
+Label convention shared by every function here and by the token-shard, chat and preference
+collators: `labels[b, t]` is the token that position t should predict (already shifted), or
 `IGNORE_INDEX` where no loss applies (prompt, padding, the final position).
 """
 
@@ -12,10 +13,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from torch import Tensor, nn
+
 from lmforge.model import at_least_fp32
 
 IGNORE_INDEX = -100
-LOSS_TYPES = ("sigmoid", "ipo", "cdpo")
+PREFERENCE_LOSS_TYPES = ("sigmoid", "ipo", "cdpo")
+POLICY_LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
+SCALE_REWARDS = ("group", "batch", "none")
+
+
+def next_token_labels(input_ids: torch.Tensor) -> torch.Tensor:
+    """Shifted labels of a packed sequence [..., T]: every next token, IGNORE_INDEX at the final position."""
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    labels[..., :-1] = input_ids[..., 1:]
+    return labels
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,8 +91,8 @@ def dpo_loss(
     cdpo:    the same with labels flipped with probability `label_smoothing` (conservative DPO)
     ipo:     (h - 1 / (2 beta))^2 on length-normalised log-probs            (Azar et al. 2023)
     """
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type={loss_type!r}; expected one of {LOSS_TYPES}")
+    if loss_type not in PREFERENCE_LOSS_TYPES:
+        raise ValueError(f"loss_type={loss_type!r}; expected one of {PREFERENCE_LOSS_TYPES}")
     if loss_type == "ipo":
         if chosen_lengths is None or rejected_lengths is None:
             raise ValueError("loss_type='ipo' needs chosen_lengths and rejected_lengths")
@@ -104,3 +116,87 @@ def dpo_loss(
 def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
     """-log P(chosen > rejected) under Bradley-Terry, P = sigmoid(r_c - r_r); mean over pairs."""
     return -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+
+
+def score_last_token(backbone: nn.Module, head: nn.Linear, input_ids: Tensor, last_index: Tensor) -> Tensor:
+    """Scalar reward per row [N] from the hidden state at `last_index` (right padding): the
+    reward model's score, shared by stage=reward (training) and the `reward_model` reward (RL)."""
+    hidden = backbone(input_ids, return_hidden=True)  # [N, T, d]
+    last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index]
+    return head(last.to(head.weight.dtype)).squeeze(-1)
+
+
+# ---------------------------------------------------------------- policy gradient (GRPO family)
+def group_advantages(rewards: Tensor, group_size: int, scale_rewards: str = "group", eps: float = 1e-4) -> Tensor:
+    """Advantage of each completion: reward minus its group's mean, divided by a std per `scale_rewards`.
+
+    `rewards` is [n_prompts * group_size], consecutive entries sharing a prompt. "group" divides by the
+    group's std (GRPO), "batch" by the std of all rewards, "none" not at all (Dr. GRPO).
+    """
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards={scale_rewards!r}; expected one of {SCALE_REWARDS}")
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    grouped = rewards.float().view(-1, group_size)
+    centred = (grouped - grouped.mean(dim=1, keepdim=True)).view(-1)
+    if scale_rewards == "group":
+        std = grouped.std(dim=1, keepdim=True).expand_as(grouped).reshape(-1) if group_size > 1 else torch.zeros_like(centred)
+        return centred / (std + eps)
+    if scale_rewards == "batch":
+        return centred / (rewards.float().std() + eps)
+    return centred
+
+
+def k3_kl(logps: Tensor, ref_logps: Tensor) -> Tensor:
+    """Per-token unbiased, non-negative KL(policy || reference) estimate: exp(d) - d - 1 with d = ref - logp."""
+    delta = ref_logps - logps
+    return torch.exp(delta) - delta - 1
+
+
+def policy_loss(
+    logps: Tensor,
+    old_logps: Tensor,
+    ref_logps: Tensor | None,
+    advantages: Tensor,
+    mask: Tensor,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    beta: float = 0.0,
+    loss_type: str = "grpo",
+    max_completion_len: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped surrogate (+ beta * k3 KL) over completion tokens [N, T]; returns (loss, metrics).
+
+    Aggregation (`loss_type`): `grpo` token mean per sequence, then mean over sequences; `dapo` token
+    mean over the whole batch (Yu et al. 2025, arXiv:2503.14476); `dr_grpo` token sum over a constant
+    N * max_completion_len (Liu et al. 2025, arXiv:2503.20783).
+    """
+    if loss_type not in POLICY_LOSS_TYPES:
+        raise ValueError(f"loss_type={loss_type!r}; expected one of {POLICY_LOSS_TYPES}")
+    mask = mask.to(logps.dtype)
+    ratio = torch.exp(logps - old_logps)
+    adv = advantages.unsqueeze(1).to(logps.dtype)
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+    per_token = -torch.minimum(ratio * adv, clipped * adv)
+    kl = torch.zeros_like(logps)
+    if beta != 0.0:
+        if ref_logps is None:
+            raise ValueError("beta > 0 needs ref_logps")
+        kl = k3_kl(logps, ref_logps)
+        per_token = per_token + beta * kl
+    tokens = mask.sum().clamp(min=1)
+    if loss_type == "grpo":
+        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    elif loss_type == "dapo":
+        loss = (per_token * mask).sum() / tokens
+    else:
+        if not max_completion_len:
+            raise ValueError("loss_type=dr_grpo needs max_completion_len")
+        loss = (per_token * mask).sum() / (logps.shape[0] * max_completion_len)
+    was_clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
+    metrics = {
+        "kl": ((kl * mask).sum() / tokens).detach(),
+        "clip_fraction": ((was_clipped.to(mask.dtype) * mask).sum() / tokens).detach(),
+        "ratio_max": (ratio.detach() * mask).max() if mask.any() else torch.ones(()),
+    }
+    return loss, metrics

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lmforge.data.preference import PreferenceDataModule
-from lmforge.stages.reward import RewardStage, score_last_token
+from lmforge.losses import score_last_token
+from lmforge.stages.reward import RewardStage
 
 
 @pytest.mark.parity

@@ -3,7 +3,9 @@ import itertools
 import pytest
 import torch
 
-from lmforge.stages.rl import PromptDataModule, RLStage, group_advantages, k3_kl, policy_loss
+from lmforge.data.prompts import PromptDataModule
+from lmforge.losses import group_advantages, k3_kl, policy_loss
+from lmforge.stages.rl import RLStage
 
 
 def reference_advantages(rewards, g, scale):
@@ -102,3 +104,7 @@ def test_rl_step_keeps_training_mode_and_parameters(tokenizer_dir, model_cfg):
     assert set(metrics) >= {"reward", "reward_std", "clip_fraction", "completion_len", "generation_tokens_per_s"}
     assert "model" not in {n.split(".")[0] for n, _ in stage.named_modules() if n.startswith("_reference")}
     assert not any(k.startswith("_reference") for k in stage.state_dict())
+    reference = stage.frozen_reference()  # frozen, and neither a submodule nor an optimised parameter
+    assert not reference.training and not any(p.requires_grad for p in reference.parameters())
+    assert all(m is not reference for m in stage.modules())
+    assert not {id(p) for p in reference.parameters()} & {id(p) for p in stage.parameters()}

@@ -9,9 +9,10 @@ import json
 import pytest
 import torch
 
+from lmforge.data.prompts import PromptDataModule, RepeatBatchSampler
 from lmforge.model import ModelConfig, build_model
 from lmforge.rewards import build_reward
-from lmforge.stages.rl import PromptDataModule, RepeatBatchSampler, RLStage, completion_logps, pack_rollout
+from lmforge.stages.rl import RLStage, completion_logps, pack_rollout
 from lmforge.tokenizer import Tokenizer
 
 def make_stage(tokenizer_dir, model_cfg, **kw) -> RLStage:

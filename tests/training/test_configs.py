@@ -3,16 +3,20 @@ and typed schemas reject typos at compose time."""
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from dataclasses import fields
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from training_support import CONF_DIR, resolve_job
-from lmforge.config_schema import UnknownConfigKeyError, validate_config
+from lmforge.config_schema import UnknownConfigKeyError, register_configs, validate_config
 from lmforge.model import ModelConfig
 from lmforge.stages.base import OptimConfig
 from lmforge.training import instantiate_group
@@ -117,3 +121,58 @@ def test_composed_model_keys_are_modelconfig_fields(compose_cfg, model):
     assert set(cfg.model.keys()) <= {f.name for f in fields(ModelConfig)}
     assert set(cfg.optim.keys()) <= {f.name for f in fields(OptimConfig)}
     ModelConfig(**OmegaConf.to_container(cfg.model))  # and the values build a config
+
+
+# Per typed node: the stage it lives under, and a real key to misspell.
+TYPED_NODES = [
+    ("model", "pretrain", "n_layerz"),
+    ("optim", "pretrain", "lr_max"),
+    ("data", "pretrain", "batch_sise"),
+    ("cai", "cai", "rouns"),
+    ("cai.endpoint", "cai", "modle"),
+] + [(node, stage, "bta") for node in ("module", "datamodule")
+     for stage in ("pretrain", "sft", "reward", "dpo", "rl", "cai")]
+NODE_IDS = [f"{node}@{stage}" for node, stage, _ in TYPED_NODES]
+
+
+@pytest.mark.parametrize("group,option", ALL_CHOICES, ids=[f"{g}={o}" for g, o in ALL_CHOICES])
+def test_every_option_passes_validation(compose_cfg, group, option):
+    validate_config(compose_cfg([f"{group}={option}"]))
+
+
+@pytest.mark.parametrize("node,stage,typo", TYPED_NODES, ids=NODE_IDS)
+def test_command_line_typo_fails_at_compose_naming_the_key(compose_cfg, node, stage, typo):
+    with pytest.raises(ConfigCompositionException, match=rf"{node}\.{typo}"):
+        compose_cfg([f"stage={stage}", f"{node}.{typo}=1"])
+
+
+@pytest.mark.parametrize("node,stage,typo", TYPED_NODES, ids=NODE_IDS)
+def test_forced_typo_is_rejected_naming_the_key(compose_cfg, node, stage, typo):
+    cfg = compose_cfg([f"stage={stage}", f"+{node}.{typo}=1"])
+    with pytest.raises(UnknownConfigKeyError, match=rf"{node}\.{typo}"):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize("node,stage,typo", TYPED_NODES, ids=NODE_IDS)
+def test_experiment_yaml_typo_fails_at_compose_naming_the_key(tmp_path, node, stage, typo):
+    """An experiment YAML is merged onto the typed nodes too: a misspelt key in it fails to compose."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    block = f"{typo}: 1"
+    for part in reversed(node.split(".")):
+        block = f"{part}:\n" + textwrap.indent(block, "  ")
+    (conf / "experiment" / "typo.yaml").write_text(
+        f"# @package _global_\ndefaults:\n  - override /stage: {stage}\n{block}\n")
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with pytest.raises(ConfigCompositionException) as error:
+            compose("train", overrides=["experiment=typo"])
+    assert typo in str(error.value) + str(error.value.__cause__)
+
+
+def test_data_is_refused_by_stages_that_do_not_read_it(compose_cfg):
+    """Only pretraining reads `data`; `stage=sft data=curated` must not compose and silently do nothing."""
+    with pytest.raises(ConfigCompositionException, match="'data'"):
+        compose_cfg(["stage=sft", "data=curated"])
+    assert "data" not in compose_cfg(["stage=sft"])

@@ -10,10 +10,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lmforge.config_paths import conf_dir
 from lmforge.config_schema import register_configs
 
 REPO = Path(__file__).resolve().parents[2]
-CONF_DIR = REPO / "conf"
+CONF_DIR = conf_dir()  # the repo-root conf/, found through the lmforge package
 TRAIN_SCRIPT = REPO / "src" / "train.py"
 # Shapes small enough for a CPU step in milliseconds (vocab matches the test tokenizer).
 MICRO_MODEL = ["model.vocab_size=512", "model.d_model=32", "model.n_layers=2", "model.n_heads=2",

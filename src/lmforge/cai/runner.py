@@ -53,7 +53,9 @@ log = logging.getLogger(__name__)
 
 GENERATORS = ("self", "endpoint")
 JUDGES = ("self_logprob", "self_text", "endpoint")
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the repo's Hydra tree (editable install)
+from lmforge.config_paths import conf_dir  # noqa: E402  (the config tree, editable or wheel)
+
+CONF_DIR = conf_dir()
 
 
 @dataclass

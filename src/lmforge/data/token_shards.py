@@ -1,7 +1,8 @@
 """Pre-training batches from token shards (written by `data_pipeline.shards`).
 
-Batch: `{"input_ids": LongTensor[B, seq_len]}`, B the per-device batch size. The pretrain stage
-shifts inside the window (position t predicts token t+1), as HF causal LMs do.
+Batch: `{"input_ids": LongTensor[B, seq_len], "labels": LongTensor[B, seq_len]}`, B the per-device
+batch size, labels shifted as everywhere in lmforge (`lmforge.losses`): labels[t] = input_ids[t+1],
+IGNORE_INDEX at the final position.
 
 Sampling is a pure function of the global sample index g, so no iterator state needs saving:
 - g's domain is a seeded draw with the mix weights;
@@ -33,6 +34,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lmforge.losses import next_token_labels
 from lmforge.tokenizer import Tokenizer, check_fingerprint
 
 log = logging.getLogger(__name__)
@@ -175,7 +177,8 @@ class MixedTokenStream(IterableDataset):
                 hit = choices == d
                 offsets[hit] = positions[d] + np.arange(int(hit.sum()))
             rows = [streams[d].get(int(p)) for d, p in zip(choices[mine], offsets[mine])]
-            yield {"input_ids": torch.from_numpy(np.stack(rows).astype(np.int64))}
+            input_ids = torch.from_numpy(np.stack(rows).astype(np.int64))
+            yield {"input_ids": input_ids, "labels": next_token_labels(input_ids)}
             # Advance past this batch and the ones the other workers build.
             positions += np.bincount(upcoming, minlength=len(self.domains))
             b += n_workers
@@ -310,7 +313,8 @@ class TokenShardDataModule(L.LightningDataModule):
         rank, world = self._rank_world()
         # Equal row counts on every rank, or the ranks' collectives in validation would hang.
         rows = rows[: len(rows) // world * world][rank::world]
-        return DataLoader([{"input_ids": r} for r in rows], batch_size=self.val_batch_size, shuffle=False)
+        return DataLoader([{"input_ids": r, "labels": next_token_labels(r)} for r in rows],
+                          batch_size=self.val_batch_size, shuffle=False)
 
     def state_dict(self) -> dict:
         return {"batches_consumed": self.batches_trained(), "seed": self.seed, "weights": self.weights,

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from lmforge.checkpoint import load_for_inference, resolve_checkpoint
+from lmforge.losses import score_last_token
 from lmforge.rewards.core import RewardFn, register
-from lmforge.stages.reward import score_last_token
 
 
 def load_reward_head(path: str, d_model: int) -> nn.Linear:

@@ -169,6 +169,23 @@ class BaseStage(L.LightningModule):
             self._materialize(model)
         self.model = model
 
+    # ----- frozen reference (DPO, RL) -----
+    def set_frozen_reference(self, network: torch.nn.Module) -> None:
+        """Keep `network` as a frozen reference policy: eval mode, no gradients, and stored as a
+        plain attribute rather than a submodule, so it stays out of the checkpoint, the optimizer,
+        FSDP wrapping and `LightningModule.train()`."""
+        self.__dict__["_reference_model"] = network.eval().requires_grad_(False)
+
+    def frozen_reference(self) -> torch.nn.Module | None:
+        """The network set by `set_frozen_reference` (None if none), moved to the policy's device:
+        Lightning moves only registered submodules."""
+        reference = self.__dict__.get("_reference_model")
+        if reference is not None:
+            device = next(self.model.parameters()).device
+            if next(reference.parameters()).device != device:
+                reference.to(device)
+        return reference
+
     @staticmethod
     def _decoder_layers(model: torch.nn.Module) -> list[DecoderLayer]:
         return [m for m in model.modules() if isinstance(m, DecoderLayer)]

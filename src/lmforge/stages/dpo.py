@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from lmforge.checkpoint import load_for_inference
-from lmforge.losses import LOSS_TYPES, dpo_loss, sequence_logps
+from lmforge.losses import PREFERENCE_LOSS_TYPES, dpo_loss, sequence_logps
 from lmforge.stages.base import BaseStage
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,8 @@ class DPOStage(BaseStage):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"module.loss_type={loss_type!r}; expected one of {LOSS_TYPES}")
+        if loss_type not in PREFERENCE_LOSS_TYPES:
+            raise ValueError(f"module.loss_type={loss_type!r}; expected one of {PREFERENCE_LOSS_TYPES}")
         if not 0.0 <= label_smoothing < 0.5:
             raise ValueError(f"module.label_smoothing={label_smoothing} must be in [0, 0.5)")
         if label_smoothing and loss_type != "cdpo":
@@ -78,32 +78,24 @@ class DPOStage(BaseStage):
         # DPO from lowering the chosen likelihood along with the rejected one.
         self.nll_weight = nll_weight
         self.reference_cache_dir = Path(reference_cache_dir)
-        # A plain attribute, not a submodule: the frozen copy stays out of the optimizer,
-        # the checkpoint and FSDP wrapping. Built in configure_model, moved lazily.
-        self.__dict__["reference_model"] = None
 
     # ----- reference -----
     def configure_model(self) -> None:
         super().configure_model()
-        if self.peft_config or self.__dict__["reference_model"] is not None:
+        if self.peft_config or self.frozen_reference() is not None:
             return
         if self.init_from:
             reference = load_for_inference(self.init_from).model
         else:
             log.warning("stage=dpo without init_from: the reference is the random initialisation")
             reference = copy.deepcopy(self.model)
-        reference.requires_grad_(False).eval()
-        self.__dict__["reference_model"] = reference
+        self.set_frozen_reference(reference)
 
     def _reference(self) -> tuple[nn.Module, Any]:
         """The reference network and the context it must run in."""
-        if self.peft_config:
+        if self.peft_config:  # the base network with the adapter switched off: no second copy
             return self.model, self.model.disable_adapter()
-        reference = self.__dict__["reference_model"]
-        weight = next(self.model.parameters())
-        if next(reference.parameters()).device != weight.device:
-            reference.to(weight.device)
-        return reference, nullcontext()
+        return self.frozen_reference(), nullcontext()
 
     @torch.no_grad()
     def reference_logps(self, input_ids: Tensor, labels: Tensor) -> Tensor:

@@ -8,18 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from lmforge.losses import bradley_terry_loss
+from lmforge.losses import bradley_terry_loss, score_last_token
 from lmforge.stages.base import BaseStage
-
-
-def score_last_token(backbone: nn.Module, head: nn.Linear, input_ids: Tensor, last_index: Tensor) -> Tensor:
-    """Scalar reward per row [N] from the hidden state at `last_index` (right padding)."""
-    hidden = backbone(input_ids, return_hidden=True)  # [N, T, d]
-    last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index]
-    return head(last.to(head.weight.dtype)).squeeze(-1)
 
 
 class RewardStage(BaseStage):

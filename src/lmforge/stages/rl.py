@@ -4,12 +4,9 @@ Per batch of prompts the policy samples `group_size` completions each with the K
 `lmforge.generate.generate`, the configured rewards score them (`lmforge.rewards`), rewards are
 normalised within each group into advantages (GRPO, Shao et al. 2024, arXiv:2402.03300), and the
 clipped surrogate is minimised with an optional k3 KL penalty to the frozen initial policy
-(Schulman 2020, "Approximating KL divergence").
-
-Loss aggregation (`loss_type`): `grpo` (token mean per sequence, then mean over sequences),
-`dapo` (token mean over the whole batch, Yu et al. 2025, arXiv:2503.14476, with decoupled
-`eps_low`/`eps_high`), `dr_grpo` (token sum over a constant N * max_new_tokens, Liu et al. 2025,
-arXiv:2503.20783, usually with `scale_rewards=none`).
+(Schulman 2020, "Approximating KL divergence"). The advantages and the loss (`loss_type` grpo /
+dapo / dr_grpo) are `lmforge.losses.group_advantages` / `policy_loss`; the prompts come from
+`lmforge.data.prompts.PromptDataModule`.
 
 `num_iterations` > 1 takes that many optimiser steps on each generated batch (GRPO's mu): the
 datamodule repeats every batch of prompts that many times (`repeat_batches`) and the stage reuses
@@ -20,101 +17,24 @@ moves away from 1 and the clip becomes active. With one step per batch the ratio
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from lmforge.data.tasks import Task, make_tasks, task_from_record
 from lmforge.generate import SamplingConfig, generate, padded_causal_mask
+from lmforge.losses import POLICY_LOSS_TYPES, SCALE_REWARDS, group_advantages, policy_loss
 from lmforge.rewards import build_reward, check_reward_spec
 from lmforge.stages.base import BaseStage, to_plain
-from lmforge.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-SCALE_REWARDS = ("group", "batch", "none")
-LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
 
 
-# ---------------------------------------------------------------- pure functions
-def group_advantages(rewards: Tensor, group_size: int, scale_rewards: str = "group", eps: float = 1e-4) -> Tensor:
-    """Advantage of each completion: reward minus its group's mean, divided by a std per `scale_rewards`.
-
-    `rewards` is [n_prompts * group_size], consecutive entries sharing a prompt. "group" divides by the
-    group's std (GRPO), "batch" by the std of all rewards, "none" not at all (Dr. GRPO).
-    """
-    if scale_rewards not in SCALE_REWARDS:
-        raise ValueError(f"scale_rewards={scale_rewards!r}; expected one of {SCALE_REWARDS}")
-    if rewards.numel() % group_size:
-        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
-    grouped = rewards.float().view(-1, group_size)
-    centred = (grouped - grouped.mean(dim=1, keepdim=True)).view(-1)
-    if scale_rewards == "group":
-        std = grouped.std(dim=1, keepdim=True).expand_as(grouped).reshape(-1) if group_size > 1 else torch.zeros_like(centred)
-        return centred / (std + eps)
-    if scale_rewards == "batch":
-        return centred / (rewards.float().std() + eps)
-    return centred
-
-
-def k3_kl(logps: Tensor, ref_logps: Tensor) -> Tensor:
-    """Per-token unbiased, non-negative KL(policy || reference) estimate: exp(d) - d - 1 with d = ref - logp."""
-    delta = ref_logps - logps
-    return torch.exp(delta) - delta - 1
-
-
-def policy_loss(
-    logps: Tensor,
-    old_logps: Tensor,
-    ref_logps: Tensor | None,
-    advantages: Tensor,
-    mask: Tensor,
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
-    beta: float = 0.0,
-    loss_type: str = "grpo",
-    max_completion_len: int | None = None,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped surrogate (+ beta * k3 KL) over completion tokens [N, T]; returns (loss, metrics)."""
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type={loss_type!r}; expected one of {LOSS_TYPES}")
-    mask = mask.to(logps.dtype)
-    ratio = torch.exp(logps - old_logps)
-    adv = advantages.unsqueeze(1).to(logps.dtype)
-    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
-    per_token = -torch.minimum(ratio * adv, clipped * adv)
-    kl = torch.zeros_like(logps)
-    if beta != 0.0:
-        if ref_logps is None:
-            raise ValueError("beta > 0 needs ref_logps")
-        kl = k3_kl(logps, ref_logps)
-        per_token = per_token + beta * kl
-    tokens = mask.sum().clamp(min=1)
-    if loss_type == "grpo":
-        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
-    elif loss_type == "dapo":
-        loss = (per_token * mask).sum() / tokens
-    else:
-        if not max_completion_len:
-            raise ValueError("loss_type=dr_grpo needs max_completion_len")
-        loss = (per_token * mask).sum() / (logps.shape[0] * max_completion_len)
-    was_clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
-    metrics = {
-        "kl": ((kl * mask).sum() / tokens).detach(),
-        "clip_fraction": ((was_clipped.to(mask.dtype) * mask).sum() / tokens).detach(),
-        "ratio_max": (ratio.detach() * mask).max() if mask.any() else torch.ones(()),
-    }
-    return loss, metrics
-
-
+# ---------------------------------------------------------------- rollouts
 def completion_logps(
     model: torch.nn.Module, input_ids: Tensor, attn_mask: Tensor, prompt_len: int, temperature: float = 1.0
 ) -> Tensor:
@@ -186,8 +106,8 @@ class RLStage(BaseStage):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"module.loss_type={loss_type!r}; expected one of {LOSS_TYPES}")
+        if loss_type not in POLICY_LOSS_TYPES:
+            raise ValueError(f"module.loss_type={loss_type!r}; expected one of {POLICY_LOSS_TYPES}")
         if scale_rewards not in SCALE_REWARDS:
             raise ValueError(f"module.scale_rewards={scale_rewards!r}; expected one of {SCALE_REWARDS}")
         if group_size < 2:
@@ -210,7 +130,6 @@ class RLStage(BaseStage):
         self.sampling = replace(sampling_cfg, stop_token_ids=(self.tokenizer.end_of_turn_id,))
         self.beta, self.eps_low, self.eps_high = beta, eps_low, eps_high
         self.loss_type, self.scale_rewards = loss_type, scale_rewards
-        self._reference: list[torch.nn.Module] = []  # a list: kept out of state_dict and the optimizer
         self._rollout: Rollout | None = None
         self._train_tokens = 0
         self._train_clock: float | None = None
@@ -219,9 +138,9 @@ class RLStage(BaseStage):
         super().configure_model()
         if self.reward_fn is None:
             self.reward_fn = build_reward(self.reward_spec)
-        if self.beta != 0.0 and not self._reference:
+        if self.beta != 0.0 and self.frozen_reference() is None:
             # The frozen initial policy (after init_from and LoRA wrapping).
-            self._reference.append(copy.deepcopy(self.model).eval().requires_grad_(False))
+            self.set_frozen_reference(copy.deepcopy(self.model))
 
     # ----- rollouts -----
     def sample(self, batch: list[dict], sampling: SamplingConfig, group_size: int):
@@ -249,11 +168,9 @@ class RLStage(BaseStage):
             reward_parts=parts, generation_seconds=seconds,
         )
         if self.beta != 0.0:
-            reference = self._reference[0]
-            if next(reference.parameters()).device != self.device:
-                reference.to(self.device)
             with torch.no_grad():
-                rollout.ref_logps = completion_logps(reference, ids, attn, prompt_len, self.sampling.temperature)
+                rollout.ref_logps = completion_logps(self.frozen_reference(), ids, attn, prompt_len,
+                                                     self.sampling.temperature)
         return rollout
 
     def rollout_for(self, batch: list[dict]) -> tuple[Rollout, bool]:
@@ -321,96 +238,3 @@ class RLStage(BaseStage):
 
     def flops_per_token(self, batch: Any) -> float:
         return self.model_config.flops_per_token(self.sampling.max_new_tokens)
-
-
-# ---------------------------------------------------------------- prompts
-def read_prompt_jsonl(path: str | Path) -> list[dict]:
-    """Task records (`task_record`) or GSM8K lines {"question", "answer": "...#### N"}; bad lines counted and named."""
-    records, bad = [], []
-    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if "question" in rec:  # GSM8K: the reference is the number after ####
-                final = rec["answer"].split("####")[-1].strip()
-                rec = {"prompt": rec["question"], "answer": final, "kind": "gsm8k"}
-            task_from_record(rec)  # validates the required fields
-            records.append(rec)
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            bad.append(line_no)
-    if bad:
-        log.warning("%s: skipped %d corrupt lines (first: %s)", path, len(bad), bad[:5])
-    return records
-
-
-class RepeatBatchSampler(BatchSampler):
-    """Yields every batch of indices `repeats` times in a row, for `num_iterations` > 1."""
-
-    def __init__(self, sampler, batch_size: int, drop_last: bool, repeats: int) -> None:
-        super().__init__(sampler, batch_size, drop_last)
-        self.repeats = repeats
-
-    def __iter__(self):
-        for batch in super().__iter__():
-            for _ in range(self.repeats):
-                yield batch
-
-    def __len__(self) -> int:
-        return super().__len__() * self.repeats
-
-
-class PromptDataModule(L.LightningDataModule):
-    """RL prompts: generated verifiable tasks (train split; held-out split for validation) or JSONL
-    of task records / GSM8K lines. Held-out tasks never occur in any train split."""
-
-    def __init__(
-        self,
-        tokenizer_path: str,
-        tasks: dict | None = None,
-        train_path: str | None = None,
-        val_path: str | None = None,
-        batch_size: int = 8,
-        max_prompt_len: int = 192,
-        repeat_batches: int = 1,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__()
-        self.tokenizer = Tokenizer.load(tokenizer_path)
-        self.tasks = to_plain(tasks) or {"kind": "mix", "n_train": 2000, "n_val": 64, "seed": 0}
-        self.train_path, self.val_path = train_path, val_path
-        self.batch_size, self.max_prompt_len, self.num_workers = batch_size, max_prompt_len, num_workers
-        self.repeat_batches = repeat_batches
-
-    def _records(self, path: str | None, split: str, n: int) -> list[dict]:
-        if path:
-            return read_prompt_jsonl(path)
-        tasks = make_tasks(self.tasks["kind"], n=n, seed=self.tasks["seed"], split=split)
-        return [{"prompt": t.prompt, "answer": t.answer, "kind": t.kind} for t in tasks]
-
-    def _samples(self, records: list[dict]) -> list[dict]:
-        out = []
-        for rec in records:
-            ids = self._prompt_ids(rec["prompt"])
-            out.append({"prompt_ids": ids[-self.max_prompt_len :], "prompt": rec["prompt"], "task": rec, "answer": rec["answer"]})
-        return out
-
-    def _prompt_ids(self, prompt: str) -> list[int]:
-        return self.tokenizer.encode_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)[0]
-
-    def setup(self, stage: str | None = None) -> None:
-        self.train_set = self._samples(self._records(self.train_path, "train", self.tasks["n_train"]))
-        self.val_set = self._samples(self._records(self.val_path, "heldout", self.tasks["n_val"]))
-
-    def train_dataloader(self) -> DataLoader:
-        sampler = RepeatBatchSampler(RandomSampler(self.train_set), self.batch_size, drop_last=False,
-                                     repeats=self.repeat_batches)
-        return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=list, num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        sampler = BatchSampler(SequentialSampler(self.val_set), self.batch_size, drop_last=False)
-        return DataLoader(self.val_set, batch_sampler=sampler, collate_fn=list, num_workers=self.num_workers)
-
-
-__all__ = ["RLStage", "PromptDataModule", "Rollout", "group_advantages", "policy_loss", "k3_kl",
-           "completion_logps", "pack_rollout", "Task"]
