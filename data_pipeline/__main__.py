@@ -7,20 +7,18 @@ into ``artifacts/corpus``.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from data_pipeline.config import register_configs
 from data_pipeline.pipeline import run_pipeline
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from lmforge.config_paths import conf_dir
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="pipeline")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="pipeline")
 def main(cfg: DictConfig) -> None:
     logging.getLogger("data_pipeline").setLevel(logging.INFO)
     out = run_pipeline(cfg)

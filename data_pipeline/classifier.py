@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from data_pipeline.io_utils import atomic_path, write_json
+from lmforge.formats.files import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,9 @@ class TrainReport:
 
 
 class TextClassifier:
-    def __init__(self, params: VectorizerParams, coef: np.ndarray, intercept: float,
-                 report: dict | None = None) -> None:
+    def __init__(
+        self, params: VectorizerParams, coef: np.ndarray, intercept: float, report: dict | None = None
+    ) -> None:
         self.params = params
         self.vectorizer = self._vectorizer(params)
         self.coef = coef.astype(np.float32)
@@ -56,8 +57,14 @@ class TextClassifier:
 
     @staticmethod
     def _vectorizer(p: VectorizerParams) -> HashingVectorizer:
-        return HashingVectorizer(n_features=p.n_features, ngram_range=(1, p.ngram_max), lowercase=p.lowercase,
-                                 alternate_sign=False, norm="l2", token_pattern=r"(?u)\b\w+\b")
+        return HashingVectorizer(
+            n_features=p.n_features,
+            ngram_range=(1, p.ngram_max),
+            lowercase=p.lowercase,
+            alternate_sign=False,
+            norm="l2",
+            token_pattern=r"(?u)\b\w+\b",
+        )
 
     def featurize(self, texts: Sequence[str]):
         return self.vectorizer.transform([t[: self.params.max_chars] for t in texts])
@@ -76,27 +83,35 @@ class TextClassifier:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "TextClassifier":
+    def load(cls, directory: str | Path) -> TextClassifier:
         directory = Path(directory)
         meta_path = directory / "classifier.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"no classifier.json in {directory}; train one with "
-                                    f"`python -m data_pipeline.quality --out {directory}`")
+            raise FileNotFoundError(
+                f"no classifier.json in {directory}; train one with `python -m data_pipeline.quality --out {directory}`"
+            )
         meta = json.loads(meta_path.read_text())
         with np.load(directory / "weights.npz", allow_pickle=False) as w:
             return cls(VectorizerParams(**meta["vectorizer"]), w["coef"], float(w["intercept"][0]), meta["report"])
 
 
-def train_classifier(positives: Sequence[str], negatives: Sequence[str], params: VectorizerParams | None = None,
-                     test_size: float = 0.2, seed: int = 0, C: float = 4.0) -> tuple[TextClassifier, TrainReport]:
+def train_classifier(
+    positives: Sequence[str],
+    negatives: Sequence[str],
+    params: VectorizerParams | None = None,
+    test_size: float = 0.2,
+    seed: int = 0,
+    C: float = 4.0,
+) -> tuple[TextClassifier, TrainReport]:
     """Fit on a stratified split and report held-out precision/recall at threshold 0.5."""
     if len(positives) < 5 or len(negatives) < 5:
         raise ValueError(f"need >= 5 examples per class, got {len(positives)} positives, {len(negatives)} negatives")
     params = params or VectorizerParams()
     texts = list(positives) + list(negatives)
     labels = np.array([1] * len(positives) + [0] * len(negatives))
-    x_train, x_test, y_train, y_test = train_test_split(texts, labels, test_size=test_size, random_state=seed,
-                                                        stratify=labels)
+    x_train, x_test, y_train, y_test = train_test_split(
+        texts, labels, test_size=test_size, random_state=seed, stratify=labels
+    )
     vectorizer = TextClassifier._vectorizer(params)
     featurize = lambda xs: vectorizer.transform([t[: params.max_chars] for t in xs])  # noqa: E731
     model = LogisticRegression(C=C, max_iter=1000, class_weight="balanced", random_state=seed)
@@ -105,10 +120,22 @@ def train_classifier(positives: Sequence[str], negatives: Sequence[str], params:
     probs = classifier.score(x_test)
     predicted = (probs >= 0.5).astype(int)
     precision, recall, f1, _ = precision_recall_fscore_support(y_test, predicted, average="binary", zero_division=0)
-    report = TrainReport(n_train=len(x_train), n_test=len(x_test), precision=float(precision), recall=float(recall),
-                         f1=float(f1), accuracy=float((predicted == y_test).mean()),
-                         roc_auc=float(roc_auc_score(y_test, probs)), positive_rate_test=float(y_test.mean()))
+    report = TrainReport(
+        n_train=len(x_train),
+        n_test=len(x_test),
+        precision=float(precision),
+        recall=float(recall),
+        f1=float(f1),
+        accuracy=float((predicted == y_test).mean()),
+        roc_auc=float(roc_auc_score(y_test, probs)),
+        positive_rate_test=float(y_test.mean()),
+    )
     classifier.report = asdict(report)
-    log.info("classifier held-out: precision %.3f recall %.3f auc %.3f (n_test=%d)",
-             report.precision, report.recall, report.roc_auc, report.n_test)
+    log.info(
+        "classifier held-out: precision %.3f recall %.3f auc %.3f (n_test=%d)",
+        report.precision,
+        report.recall,
+        report.roc_auc,
+        report.n_test,
+    )
     return classifier, report

@@ -31,10 +31,12 @@ class DomainsConfig:
     """Regexes over URL/path name a document's domain (first match wins)."""
 
     default: str = "web"
-    rules: list[DomainRuleConfig] = field(default_factory=lambda: [
-        DomainRuleConfig(r"books\.example\.org|/books?/|gutenberg", "prose"),
-        DomainRuleConfig(r"code\.example\.org|github\.com|\.py$", "code"),
-    ])
+    rules: list[DomainRuleConfig] = field(
+        default_factory=lambda: [
+            DomainRuleConfig(r"books\.example\.org|/books?/|gutenberg", "prose"),
+            DomainRuleConfig(r"code\.example\.org|github\.com|\.py$", "code"),
+        ]
+    )
 
 
 @dataclass

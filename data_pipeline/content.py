@@ -13,7 +13,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from data_pipeline.records import Document
+from lmforge.formats.corpus import Document
 
 
 # --------------------------------------------------------------------------- PII
@@ -128,7 +128,9 @@ MALWARE_SIGNATURES: dict[str, re.Pattern] = {
     "shellcode_hex_bytes": re.compile(r"(?:\\x[0-9a-f]{2}){32,}", re.I),
     "shellcode_execve_binsh": re.compile(r"\\x2f\\x62\\x69\\x6e\\x2f\\x73\\x68|/bin/sh\\x00|execve\(\"/bin/sh\"", re.I),
     "log4shell_jndi": re.compile(r"\$\{jndi:(?:ldap|rmi|dns)s?://", re.I),
-    "powershell_encoded": re.compile(r"powershell(?:\.exe)?\s+(?:-\w+\s+)*-e(?:nc|ncodedcommand)?\s+[A-Za-z0-9+/=]{40,}", re.I),
+    "powershell_encoded": re.compile(
+        r"powershell(?:\.exe)?\s+(?:-\w+\s+)*-e(?:nc|ncodedcommand)?\s+[A-Za-z0-9+/=]{40,}", re.I
+    ),
     "js_eval_unescape": re.compile(r"eval\s*\(\s*(?:unescape|atob|String\.fromCharCode)\s*\(", re.I),
     "sql_injection_tautology": re.compile(r"'\s*or\s+'?1'?\s*=\s*'?1'?\s*(?:--|#|/\*)", re.I),
     "path_traversal_passwd": re.compile(r"(?:\.\./){3,}etc/passwd"),
@@ -188,8 +190,11 @@ class ToxicityConfig:
 
 @lru_cache(maxsize=4)
 def load_word_list(path: str | None) -> frozenset[str]:
-    text = (Path(path).read_text() if path
-            else resources.files("data_pipeline.resources").joinpath("toxicity_words.txt").read_text())
+    text = (
+        Path(path).read_text()
+        if path
+        else resources.files("data_pipeline.resources").joinpath("toxicity_words.txt").read_text()
+    )
     return frozenset(w.strip().lower() for w in text.splitlines() if w.strip() and not w.startswith("#"))
 
 

@@ -28,7 +28,7 @@ from rensa import RMinHash
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from data_pipeline.io_utils import atomic_path
+from lmforge.formats.files import atomic_path
 
 _WORD = re.compile(r"\w+")
 
@@ -63,8 +63,9 @@ def normalize(text: str) -> str:
 
 
 def exact_hash(normalized: str) -> int:
-    return int.from_bytes(hashlib.blake2b(normalized.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                          "little")
+    return int.from_bytes(
+        hashlib.blake2b(normalized.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+    )
 
 
 def shingles(normalized: str, n: int) -> list[str]:
@@ -72,7 +73,7 @@ def shingles(normalized: str, n: int) -> list[str]:
     words = normalized.split()
     if len(words) < n:
         return [" ".join(words)]
-    return [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def _shingle_hashes(word_hashes: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +88,7 @@ def _shingle_hashes(word_hashes: np.ndarray, offsets: np.ndarray, n: int) -> tup
     windows = max(total - n + 1, 0)
     h = np.zeros(windows, dtype=np.uint64)
     for k in range(n):
-        h = h * np.uint64(0x100000001B3) + word_hashes[k:k + windows]
+        h = h * np.uint64(0x100000001B3) + word_hashes[k : k + windows]
     # Window i is valid when it ends inside the document where it starts.
     doc_of_start = np.repeat(np.arange(len(lengths)), lengths)[:windows]
     valid = np.arange(windows) + n <= offsets[1:][doc_of_start] if windows else np.zeros(0, bool)
@@ -98,7 +99,7 @@ def _shingle_hashes(word_hashes: np.ndarray, offsets: np.ndarray, n: int) -> tup
     kept_offsets = np.concatenate([[0], np.cumsum(counts)])
     for doc in np.flatnonzero(counts == 0):  # short documents: one shingle each (rare)
         short = 0
-        for w in word_hashes[starts[doc]:starts[doc] + lengths[doc]].tolist():
+        for w in word_hashes[starts[doc] : starts[doc] + lengths[doc]].tolist():
             short = (short * 0x100000001B3 + w) & 0xFFFFFFFFFFFFFFFF  # same wrap as the numpy path
         rows.append((int(doc), np.uint64(short)))
     if not rows:
@@ -111,7 +112,7 @@ def _shingle_hashes(word_hashes: np.ndarray, offsets: np.ndarray, n: int) -> tup
     for doc in range(len(lengths)):
         a, b = kept_offsets[doc], kept_offsets[doc + 1]
         if b > a:
-            out[out_offsets[doc]:out_offsets[doc + 1]] = kept[a:b]
+            out[out_offsets[doc] : out_offsets[doc + 1]] = kept[a:b]
     for doc, value in rows:
         out[out_offsets[doc]] = value
     return out, out_offsets
@@ -129,16 +130,17 @@ def signatures(texts: Sequence[str], cfg: DedupConfig) -> tuple[np.ndarray, np.n
         return hashes, np.zeros((0, cfg.num_perm), dtype=np.uint32)
     lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    flat = np.fromiter(itertools.chain.from_iterable(RMinHash.hash_token_sets(words)), dtype=np.uint64,
-                       count=int(offsets[-1]))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(RMinHash.hash_token_sets(words)), dtype=np.uint64, count=int(offsets[-1])
+    )
     shingle_hashes, shingle_offsets = _shingle_hashes(flat, offsets, cfg.ngram)
-    matrix = RMinHash.digest_matrix_from_flat_token_hashes(shingle_hashes, shingle_offsets.astype(np.uint64),
-                                                           cfg.num_perm, cfg.seed)
+    matrix = RMinHash.digest_matrix_from_flat_token_hashes(
+        shingle_hashes, shingle_offsets.astype(np.uint64), cfg.num_perm, cfg.seed
+    )
     return hashes, np.asarray(matrix.to_rows(), dtype=np.uint32)
 
 
-def save_signatures(path: Path, ids: Sequence[str], hashes: np.ndarray, sigs: np.ndarray,
-                    sizes: np.ndarray) -> None:
+def save_signatures(path: Path, ids: Sequence[str], hashes: np.ndarray, sigs: np.ndarray, sizes: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, ids=np.array(list(ids), dtype=str), hashes=hashes, sigs=sigs, sizes=sizes)
 
@@ -167,7 +169,7 @@ def _band_edges(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np
     n = len(sigs)
     src, dst = [], []
     for b in range(bands):
-        band = np.ascontiguousarray(sigs[:, b * rows:(b + 1) * rows])
+        band = np.ascontiguousarray(sigs[:, b * rows : (b + 1) * rows])
         keys = band.view(np.dtype((np.void, band.dtype.itemsize * rows))).ravel()
         order = np.argsort(keys, kind="stable")
         same = keys[order[1:]] == keys[order[:-1]]
@@ -183,8 +185,9 @@ def _components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def find_duplicates(hashes: np.ndarray, sigs: np.ndarray, cfg: DedupConfig,
-                    eligible: np.ndarray | None = None) -> DedupResult:
+def find_duplicates(
+    hashes: np.ndarray, sigs: np.ndarray, cfg: DedupConfig, eligible: np.ndarray | None = None
+) -> DedupResult:
     """Rows are in deterministic input order; the lowest row index of each group survives."""
     n = len(hashes)
     result = DedupResult()

@@ -59,8 +59,7 @@ class RayExecutor:
         self.progress = progress
         self._started_here = not ray.is_initialized()
         if self._started_here:
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                      "configure_logging": False}
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
             if address:
                 ray.init(address=address, **kwargs)
             else:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from resiliparse.extract.html2text import extract_plain_text
 
-from data_pipeline.records import Document
+from lmforge.formats.corpus import Document
 
 
 @dataclass
@@ -23,13 +23,18 @@ class ExtractConfig:
 
 def extract_text(html: str, method: str = "resiliparse", main_content: bool = True) -> str:
     if method == "resiliparse":
-        return extract_plain_text(html, main_content=main_content, alt_texts=False, links=False,
-                                  list_bullets=True, preserve_formatting=True)
+        return extract_plain_text(
+            html, main_content=main_content, alt_texts=False, links=False, list_bullets=True, preserve_formatting=True
+        )
     if method == "trafilatura":
         import trafilatura  # slow import (~1 s); only paid when chosen
 
-        return trafilatura.extract(html, include_comments=False, include_tables=True,
-                                   favor_precision=main_content, deduplicate=False) or ""
+        return (
+            trafilatura.extract(
+                html, include_comments=False, include_tables=True, favor_precision=main_content, deduplicate=False
+            )
+            or ""
+        )
     raise ValueError(f"extract.method must be 'resiliparse' or 'trafilatura', got {method!r}")
 
 

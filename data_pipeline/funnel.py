@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_pipeline.io_utils import write_json
+from lmforge.formats.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +24,29 @@ class StepStats:
     seconds: float = 0.0  # CPU time in this step, summed over shards
 
     def to_dict(self) -> dict[str, Any]:
-        return {"docs_in": self.docs_in, "docs_out": self.docs_out, "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out, "removed": dict(self.removed.most_common()),
-                "modified": dict(self.modified.most_common()), "seconds": round(self.seconds, 4)}
+        return {
+            "docs_in": self.docs_in,
+            "docs_out": self.docs_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "removed": dict(self.removed.most_common()),
+            "modified": dict(self.modified.most_common()),
+            "seconds": round(self.seconds, 4),
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StepStats":
-        return cls(d["docs_in"], d["docs_out"], d["bytes_in"], d["bytes_out"], Counter(d["removed"]),
-                   Counter(d.get("modified", {})), d.get("seconds", 0.0))
+    def from_dict(cls, d: dict[str, Any]) -> StepStats:
+        return cls(
+            d["docs_in"],
+            d["docs_out"],
+            d["bytes_in"],
+            d["bytes_out"],
+            Counter(d["removed"]),
+            Counter(d.get("modified", {})),
+            d.get("seconds", 0.0),
+        )
 
-    def merge(self, other: "StepStats") -> None:
+    def merge(self, other: StepStats) -> None:
         self.docs_in += other.docs_in
         self.docs_out += other.docs_out
         self.bytes_in += other.bytes_in
@@ -56,13 +69,13 @@ class Funnel:
         return {name: s.to_dict() for name, s in self.steps.items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, dict[str, Any]]) -> "Funnel":
+    def from_dict(cls, d: dict[str, dict[str, Any]]) -> Funnel:
         funnel = cls()
         for name, s in d.items():
             funnel.steps[name] = StepStats.from_dict(s)
         return funnel
 
-    def merge(self, other: "Funnel") -> None:
+    def merge(self, other: Funnel) -> None:
         for name, s in other.steps.items():
             self.step(name).merge(s)
 
@@ -71,23 +84,32 @@ class Funnel:
         return sorted(rows, key=lambda r: (-r[2], r[0], r[1]))[:k]
 
     def table(self) -> str:
-        lines = [f"{'step':<12}{'docs in':>9}{'docs out':>9}{'MB in':>8}{'MB out':>8}{'docs/s':>9}"
-                 "  top removal reasons"]
+        lines = [
+            f"{'step':<12}{'docs in':>9}{'docs out':>9}{'MB in':>8}{'MB out':>8}{'docs/s':>9}  top removal reasons"
+        ]
         for name, s in self.steps.items():
             reasons = ", ".join(f"{r} {n}" for r, n in s.removed.most_common(3))
             speed = f"{s.docs_in / s.seconds:>9.0f}" if s.seconds > 0 else f"{'-':>9}"
-            lines.append(f"{name:<12}{s.docs_in:>9}{s.docs_out:>9}{s.bytes_in / 1e6:>8.2f}"
-                         f"{s.bytes_out / 1e6:>8.2f}{speed}  {reasons}")
+            lines.append(
+                f"{name:<12}{s.docs_in:>9}{s.docs_out:>9}{s.bytes_in / 1e6:>8.2f}"
+                f"{s.bytes_out / 1e6:>8.2f}{speed}  {reasons}"
+            )
         return "\n".join(lines)
 
 
-def write_report(funnel: Funnel, out_dir: Path, extra: dict[str, Any], plot: bool = True,
-                 wandb_cfg: dict[str, Any] | None = None) -> dict[str, Path]:
+def write_report(
+    funnel: Funnel, out_dir: Path, extra: dict[str, Any], plot: bool = True, wandb_cfg: dict[str, Any] | None = None
+) -> dict[str, Path]:
     paths = {"json": out_dir / "funnel.json"}
-    write_json(paths["json"], {"steps": funnel.to_dict(),
-                               "top_removal_reasons": [{"step": s, "reason": r, "docs": n}
-                                                       for s, r, n in funnel.top_reasons(15)], **extra},
-               sort_keys=False)  # steps stay in pipeline order
+    write_json(
+        paths["json"],
+        {
+            "steps": funnel.to_dict(),
+            "top_removal_reasons": [{"step": s, "reason": r, "docs": n} for s, r, n in funnel.top_reasons(15)],
+            **extra,
+        },
+        sort_keys=False,
+    )  # steps stay in pipeline order
     if plot:
         paths["png"] = _plot(funnel, out_dir / "funnel.png")
     if wandb_cfg:
@@ -115,7 +137,7 @@ def _plot(funnel: Funnel, path: Path) -> Path:
     if reasons:
         fig.text(0.01, 0.01, "top removals: " + "; ".join(f"{r} ({n})" for _, r, n in reasons), fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    from data_pipeline.io_utils import atomic_path
+    from lmforge.formats.files import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
@@ -126,9 +148,13 @@ def _plot(funnel: Funnel, path: Path) -> Path:
 def _log_wandb(funnel: Funnel, paths: dict[str, Path], wandb_cfg: dict[str, Any]) -> None:
     import wandb
 
-    run = wandb.init(project=wandb_cfg.get("project", "lmforge-data"), job_type="data_pipeline",
-                     config=wandb_cfg.get("config"), dir=wandb_cfg.get("dir", str(paths["json"].parent)),
-                     reinit="finish_previous")
+    run = wandb.init(
+        project=wandb_cfg.get("project", "lmforge-data"),
+        job_type="data_pipeline",
+        config=wandb_cfg.get("config"),
+        dir=wandb_cfg.get("dir", str(paths["json"].parent)),
+        reinit="finish_previous",
+    )
     table = wandb.Table(columns=["step", "docs_in", "docs_out", "bytes_in", "bytes_out"])
     for name, s in funnel.steps.items():
         table.add_data(name, s.docs_in, s.docs_out, s.bytes_in, s.bytes_out)

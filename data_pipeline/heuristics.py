@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from rensa import RMinHash
 
-from data_pipeline.records import Document
+from lmforge.formats.corpus import Document
 
 WORD_RE = re.compile(r"\w+(?:['’]\w+)*")
 ALPHA_RE = re.compile(r"[^\W\d_]")
 TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", ":", ";")
 BULLETS = ("•", "*", "-", "–", "‣", "◦", "·", "●", "▪")
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
-POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
-                  "use cookies")
+POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
 @dataclass
@@ -52,8 +51,9 @@ class GopherRepetitionConfig:
     # most frequent n-gram's share of characters, n = 2, 3, 4
     top_ngram_char_frac: dict[str, float] = field(default_factory=lambda: {"2": 0.20, "3": 0.18, "4": 0.16})
     # characters covered by n-grams that occur more than once, n = 5..10
-    dup_ngram_char_frac: dict[str, float] = field(default_factory=lambda: {
-        "5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10})
+    dup_ngram_char_frac: dict[str, float] = field(
+        default_factory=lambda: {"5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10}
+    )
 
 
 @dataclass
@@ -147,7 +147,7 @@ def _ngram_hashes(word_ids: np.ndarray, max_n: int) -> dict[int, np.ndarray]:
         prev = hashes[n - 1]
         if len(prev) < 2:
             break
-        hashes[n] = prev[:-1] * np.uint64(1_000_003) + word_ids[n - 1:]
+        hashes[n] = prev[:-1] * np.uint64(1_000_003) + word_ids[n - 1 :]
     return hashes
 
 
@@ -162,8 +162,8 @@ def _sorted_rows(grams: dict[int, np.ndarray], ns: list[int]) -> tuple[np.ndarra
     matrix = np.empty((len(ns), width), dtype=np.uint64)
     lengths = np.array([len(grams[n]) for n in ns])
     for row, n in enumerate(ns):
-        matrix[row, :lengths[row]] = grams[n]
-        matrix[row, lengths[row]:] = np.uint64(2**64 - 1) - np.arange(width - lengths[row], dtype=np.uint64)
+        matrix[row, : lengths[row]] = grams[n]
+        matrix[row, lengths[row] :] = np.uint64(2**64 - 1) - np.arange(width - lengths[row], dtype=np.uint64)
     order = matrix.argsort(axis=1, kind="stable")
     ordered = np.take_along_axis(matrix, order, axis=1)
     new_group = np.ones_like(ordered, dtype=bool)

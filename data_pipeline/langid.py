@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_pipeline.records import Document
+from lmforge.formats.corpus import Document
 
 
 @dataclass
@@ -48,8 +48,9 @@ class LanguageDetector:
             try:
                 reliable, _, details = self._cld2.detect(text, bestEffort=True)
             except self._cld2.error:  # invalid UTF-8 (lone surrogates) inside the text
-                reliable, _, details = self._cld2.detect(text.encode("utf-8", "ignore").decode("utf-8"),
-                                                         bestEffort=True)
+                reliable, _, details = self._cld2.detect(
+                    text.encode("utf-8", "ignore").decode("utf-8"), bestEffort=True
+                )
             name, code, percent, _ = details[0]
             if code == "un":
                 return "un", 0.0

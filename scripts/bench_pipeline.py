@@ -23,14 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_pipeline import synthetic  # noqa: E402
-from data_pipeline.content import (MalwareConfig, MalwareFilter, PiiConfig, PiiFilter, ToxicityConfig,  # noqa: E402
-                                   ToxicityFilter)
+from data_pipeline.content import MalwareConfig, MalwareFilter, PiiConfig, PiiFilter, ToxicityConfig, ToxicityFilter  # noqa: E402
 from data_pipeline.dedup import DedupConfig, find_duplicates, normalize, shingles, signatures  # noqa: E402
 from data_pipeline.extract import extract_text  # noqa: E402
 from data_pipeline.heuristics import HeuristicFilter, HeuristicsConfig  # noqa: E402
 from data_pipeline.langid import LanguageDetector  # noqa: E402
 from data_pipeline.quality import reference_prose  # noqa: E402
-from data_pipeline.records import Document  # noqa: E402
+from lmforge.formats.corpus import Document  # noqa: E402
 
 
 def make_corpus(n: int, seed: int = 0) -> list[str]:
@@ -57,8 +56,10 @@ def make_corpus(n: int, seed: int = 0) -> list[str]:
 def to_html(text: str, i: int) -> str:
     body = "".join(f"<p>{p}</p>" for p in text.split("\n\n"))
     menu = "".join(f"<li><a href='/{m}'>{m}</a></li>" for m in synthetic.MENU_ITEMS)
-    return (f"<html><head><title>Doc {i}</title></head><body><nav><ul>{menu}</ul></nav><main><article>{body}"
-            f"</article></main><footer>© 2024 Example | Privacy Policy</footer></body></html>")
+    return (
+        f"<html><head><title>Doc {i}</title></head><body><nav><ul>{menu}</ul></nav><main><article>{body}"
+        f"</article></main><footer>© 2024 Example | Privacy Policy</footer></body></html>"
+    )
 
 
 def rate(fn: Callable[[], object], n: int) -> tuple[float, float]:
@@ -76,11 +77,19 @@ def our_filter_chain(texts: Sequence[str]) -> None:
 
 
 def datatrove_filters() -> list:
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
-                                            GopherRepetitionFilter)
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
 
-    return [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(filter_curly_bracket=False),
-            FineWebQualityFilter()]
+    return [
+        GopherRepetitionFilter(),
+        GopherQualityFilter(),
+        C4QualityFilter(filter_curly_bracket=False),
+        FineWebQualityFilter(),
+    ]
 
 
 def datatrove_filter_chain(texts: Sequence[str], filters: list) -> None:
@@ -153,8 +162,12 @@ def main() -> None:
     ours_filters = add("filter chain", "ours (gopher+c4+fineweb)", lambda: our_filter_chain(texts), n)
     pii, mal = PiiFilter(PiiConfig()), MalwareFilter(MalwareConfig())
     tox = ToxicityFilter(ToxicityConfig(train_classifier=False))
-    add("content filters", "pii+malware+toxicity words",
-        lambda: [(pii.find(t), mal(Document("", t, "", "web")), tox(Document("", t, "", "web"))) for t in texts], n)
+    add(
+        "content filters",
+        "pii+malware+toxicity words",
+        lambda: [(pii.find(t), mal(Document("", t, "", "web")), tox(Document("", t, "", "web"))) for t in texts],
+        n,
+    )
     ours_sigs = add("minhash signatures", "ours (rensa)", lambda: signatures(texts, DedupConfig()), n)
     hashes, sigs = signatures(texts, DedupConfig())
     add("dedup clustering", "LSH bands + components", lambda: find_duplicates(hashes, sigs, DedupConfig()), n)
@@ -170,15 +183,17 @@ def main() -> None:
             dt_sigs = add("minhash signatures", "datatrove", lambda: datatrove_signatures(texts[:nb], step), nb)
         filters = datatrove_filters()
         datatrove_filter_chain(texts[-20:], filters)  # warm-up
-        dt_filters = add("filter chain", "datatrove (same 4 filters)",
-                         lambda: datatrove_filter_chain(texts[:nb], filters), nb)
+        dt_filters = add(
+            "filter chain", "datatrove (same 4 filters)", lambda: datatrove_filter_chain(texts[:nb], filters), nb
+        )
     except ImportError as err:
         print(f"datatrove baseline skipped: {err}")
 
     # End to end: the whole pipeline (read -> extract -> ... -> mix -> write) on the same pages.
+    import io
+
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
-    import io
 
     from data_pipeline.pipeline import run_pipeline
 
@@ -190,14 +205,24 @@ def main() -> None:
             with open(root / "in" / f"bench-{s:02d}.warc.gz", "wb") as f:
                 writer = WARCWriter(f, gzip=True)
                 for i in range(s * per_shard, min(n, (s + 1) * per_shard)):
-                    headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")],
-                                               protocol="HTTP/1.1")
-                    writer.write_record(writer.create_warc_record(
-                        f"https://bench.example.com/{i}", "response", payload=io.BytesIO(html[i].encode()),
-                        http_headers=headers))
-        cfg = {"input": str(root / "in"), "output": str(root / "out"),
-               "executor": {"kind": "local", "num_workers": args.workers},
-               "report": {"plot": False, "progress": False}, "mix": {"targets": {"web": 1.0, "prose": 0, "code": 0}}}
+                    headers = StatusAndHeaders(
+                        "200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1"
+                    )
+                    writer.write_record(
+                        writer.create_warc_record(
+                            f"https://bench.example.com/{i}",
+                            "response",
+                            payload=io.BytesIO(html[i].encode()),
+                            http_headers=headers,
+                        )
+                    )
+        cfg = {
+            "input": str(root / "in"),
+            "output": str(root / "out"),
+            "executor": {"kind": "local", "num_workers": args.workers},
+            "report": {"plot": False, "progress": False},
+            "mix": {"targets": {"web": 1.0, "prose": 0, "code": 0}},
+        }
         add(f"end to end ({args.workers} workers)", "run_pipeline", lambda: run_pipeline(cfg), n)
 
     print("\nratios (ours / baseline, same docs, same process)")

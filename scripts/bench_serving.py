@@ -22,10 +22,11 @@ import torch
 def tiny_export(directory: Path) -> Path:
     import yaml
 
+    from lmforge.config_paths import conf_dir
     from lmforge.hf import export_hf
     from lmforge.model import ModelConfig, build_model
 
-    shape = yaml.safe_load((Path(__file__).parents[1] / "conf/model/tiny.yaml").read_text())
+    shape = yaml.safe_load((conf_dir() / "model" / "tiny.yaml").read_text())
     torch.manual_seed(0)
     model = build_model(ModelConfig(**shape), device="cpu")
     return export_hf(model, directory, tokenizer=None, dtype=torch.float32)
@@ -74,15 +75,23 @@ def main() -> None:
 
         @torch.no_grad()
         def run_hf() -> None:
-            hf.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
-                        max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=0)
+            hf.generate(
+                prompts,
+                attention_mask=torch.ones_like(prompts),
+                do_sample=False,
+                max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens,
+                pad_token_id=0,
+            )
 
         tokens = batch * args.new_tokens
         ours_tps, hf_tps = tokens / timed(run_ours, args.repeats), tokens / timed(run_hf, args.repeats)
         rows.append((batch, ours_tps, hf_tps, ours_tps / hf_tps))
 
-    print(f"model {config.name}: d_model {config.d_model}, {config.n_layers} layers, {config.num_params() / 1e6:.1f}M "
-          f"params; prompt {args.prompt_tokens}, new {args.new_tokens} tokens, {args.threads} threads, fp32 CPU")
+    print(
+        f"model {config.name}: d_model {config.d_model}, {config.n_layers} layers, {config.num_params() / 1e6:.1f}M "
+        f"params; prompt {args.prompt_tokens}, new {args.new_tokens} tokens, {args.threads} threads, fp32 CPU"
+    )
     print("| batch | lmforge generate (tok/s) | HF generate (tok/s) | ratio |")
     print("|---|---|---|---|")
     for batch, ours_tps, hf_tps, ratio in rows:

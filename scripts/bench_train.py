@@ -34,12 +34,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from lmforge.callbacks import ThroughputMFU  # noqa: E402
+from lmforge.config_paths import conf_dir  # noqa: E402
 from lmforge.model import ModelConfig, build_model  # noqa: E402
 from lmforge.stages.pretrain import PretrainStage  # noqa: E402
 from lmforge.tokenizer import train_tokenizer  # noqa: E402
 
-OPTIM = {"lr": 1e-3, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1, "warmup_steps": 0,
-         "min_lr_ratio": 1.0, "decay_steps": 10_000}
+OPTIM = {
+    "lr": 1e-3,
+    "betas": (0.9, 0.95),
+    "eps": 1e-8,
+    "weight_decay": 0.1,
+    "warmup_steps": 0,
+    "min_lr_ratio": 1.0,
+    "decay_steps": 10_000,
+}
 # Shapes: (model yaml, override, batch, seq_len, default steps per round). 125m keeps its width and
 # depth but a 4k vocabulary and a short context, so a CPU run takes minutes.
 SHAPES = {
@@ -66,8 +74,9 @@ class InterleavedBareLoop(L.Callback):
     Lightning step: its data fetching and every hook and logging call in between count (what a
     user's wall clock sees). The bare step fetches its own batch from its own loader."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
-                 warmup: int) -> None:
+    def __init__(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, warmup: int
+    ) -> None:
         self.model, self.optimizer, self.loader, self.warmup = model, optimizer, loader, warmup
         self.lightning_times: list[float] = []
         self.bare_times: list[float] = []
@@ -90,8 +99,15 @@ class InterleavedBareLoop(L.Callback):
 
 def run_round(stage: PretrainStage, bare: InterleavedBareLoop, loader: DataLoader) -> None:
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=len(loader), logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+        max_steps=len(loader),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
         callbacks=[bare, ThroughputMFU(peak_flops_per_second=None)],
     )
     trainer.fit(stage, train_dataloaders=loader)
@@ -100,34 +116,51 @@ def run_round(stage: PretrainStage, bare: InterleavedBareLoop, loader: DataLoade
 def bench_shape(name: str, rounds: int, steps: int | None, warmup: int, tokenizer_dir: Path) -> dict:
     model_yaml, override, batch, seq_len, default_steps = SHAPES[name]
     steps = steps or default_steps
-    cfg = yaml.safe_load((REPO / "conf" / "model" / f"{model_yaml}.yaml").read_text())
+    cfg = yaml.safe_load((conf_dir() / "model" / f"{model_yaml}.yaml").read_text())
     cfg.update(override, max_seq_len=seq_len)
     model_cfg = ModelConfig(**cfg)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    batches = [{"input_ids": torch.randint(0, model_cfg.vocab_size, (batch, seq_len), generator=gen)}
-               for _ in range(steps)]
+    batches = [
+        {"input_ids": torch.randint(0, model_cfg.vocab_size, (batch, seq_len), generator=gen)} for _ in range(steps)
+    ]
     loader = DataLoader(batches, batch_size=None)  # both sides fetch the same way
 
     stage = PretrainStage(model=model_cfg, optim=OPTIM, tokenizer_path=str(tokenizer_dir))
     bare_model = build_model(model_cfg)
-    bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=OPTIM["lr"], betas=OPTIM["betas"],
-                                 eps=OPTIM["eps"], weight_decay=OPTIM["weight_decay"])
+    bare_opt = torch.optim.AdamW(
+        bare_model.parameters(),
+        lr=OPTIM["lr"],
+        betas=OPTIM["betas"],
+        eps=OPTIM["eps"],
+        weight_decay=OPTIM["weight_decay"],
+    )
     bare = InterleavedBareLoop(bare_model, bare_opt, loader, warmup)
     tokens = batch * seq_len
     for r in range(rounds):  # a fresh Trainer per round: its setup is not timed, its steps are
         run_round(stage, bare, loader)
         light, plain = bare.lightning_times, bare.bare_times
-        print(f"  {name} round {r + 1}/{rounds}: lightning {tokens / statistics.median(light):,.0f} tok/s, "
-              f"bare {tokens / statistics.median(plain):,.0f} tok/s", flush=True)
+        print(
+            f"  {name} round {r + 1}/{rounds}: lightning {tokens / statistics.median(light):,.0f} tok/s, "
+            f"bare {tokens / statistics.median(plain):,.0f} tok/s",
+            flush=True,
+        )
     light, plain = bare.lightning_times, bare.bare_times
     light_tps, bare_tps = tokens / statistics.median(light), tokens / statistics.median(plain)
     # Other load on the machine only ever adds time, so the fastest steps are a second,
     # noise-robust reading of each side's own speed.
     best_ratio = min(plain) / min(light)
-    return {"shape": name, "params": model_cfg.num_params(), "batch": batch, "seq": seq_len,
-            "lightning": light_tps, "bare": bare_tps, "ratio": light_tps / bare_tps, "best_ratio": best_ratio,
-            "timed_steps": len(light)}
+    return {
+        "shape": name,
+        "params": model_cfg.num_params(),
+        "batch": batch,
+        "seq": seq_len,
+        "lightning": light_tps,
+        "bare": bare_tps,
+        "ratio": light_tps / bare_tps,
+        "best_ratio": best_ratio,
+        "timed_steps": len(light),
+    }
 
 
 def main() -> None:
@@ -153,13 +186,19 @@ def main() -> None:
         train_tokenizer(["benchmark text " * 50], vocab_size=300, show_progress=False).save(tokenizer_dir)
         rows = [bench_shape(s, args.rounds, args.steps, args.warmup, tokenizer_dir) for s in args.shapes]
 
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.rounds} interleaved rounds, "
-          f"{args.warmup} warm-up step(s) per round untimed; tok/s from the median step")
-    print(f"{'shape':<7}{'params':>13}{'batch x seq':>13}{'timed steps':>13}{'lightning tok/s':>17}"
-          f"{'bare tok/s':>12}{'ratio':>8}{'ratio (fastest steps)':>23}")
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.rounds} interleaved rounds, "
+        f"{args.warmup} warm-up step(s) per round untimed; tok/s from the median step"
+    )
+    print(
+        f"{'shape':<7}{'params':>13}{'batch x seq':>13}{'timed steps':>13}{'lightning tok/s':>17}"
+        f"{'bare tok/s':>12}{'ratio':>8}{'ratio (fastest steps)':>23}"
+    )
     for r in rows:
-        print(f"{r['shape']:<7}{r['params']:>13,}{str(r['batch']) + ' x ' + str(r['seq']):>13}"
-              f"{r['timed_steps']:>13}{r['lightning']:>17,.0f}{r['bare']:>12,.0f}{r['ratio']:>8.3f}{r['best_ratio']:>23.3f}")
+        print(
+            f"{r['shape']:<7}{r['params']:>13,}{str(r['batch']) + ' x ' + str(r['seq']):>13}"
+            f"{r['timed_steps']:>13}{r['lightning']:>17,.0f}{r['bare']:>12,.0f}{r['ratio']:>8.3f}{r['best_ratio']:>23.3f}"
+        )
     print("target: ratio >= 0.97")
 
 

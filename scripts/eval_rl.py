@@ -26,9 +26,10 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from lmforge.checkpoint import MANIFEST_FILE, load_for_inference
+from lmforge.checkpoint import load_for_inference
 from lmforge.data.tasks import Task, is_correct, make_tasks
 from lmforge.eval.metrics import sign_test_one_sided
+from lmforge.formats.checkpoint_meta import read_run_manifest
 from lmforge.generate import SamplingConfig, generate_chat
 
 log = logging.getLogger("eval_rl")
@@ -57,14 +58,18 @@ def accuracy(ckpt: str, tasks: list[Task], cfg: EvalRLConfig) -> dict:
     per_item: list[bool] = []
     for start in tqdm(range(0, len(tasks), cfg.batch_size), desc=f"greedy answers ({Path(ckpt).name})", leave=False):
         chunk = tasks[start : start + cfg.batch_size]
-        replies = generate_chat(loaded.model, loaded.tokenizer, [[{"role": "user", "content": t.prompt}] for t in chunk],
-                                sampling)
+        replies = generate_chat(
+            loaded.model, loaded.tokenizer, [[{"role": "user", "content": t.prompt}] for t in chunk], sampling
+        )
         for task, reply in zip(chunk, replies, strict=True):
             ok = is_correct(task, reply)
             by_kind[task.kind].append(ok)
             per_item.append(ok)
-    return {"accuracy": sum(per_item) / len(per_item), "by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
-            "correct": per_item}
+    return {
+        "accuracy": sum(per_item) / len(per_item),
+        "by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
+        "correct": per_item,
+    }
 
 
 def paired_change(before: list[bool], after: list[bool]) -> dict:
@@ -81,9 +86,8 @@ def run_dir_of(path: str) -> Path:
 
 def final_checkpoint(path: str) -> str:
     """A run directory's last checkpoint; any other path as given."""
-    manifest_path = Path(path) / MANIFEST_FILE
-    if Path(path).is_dir() and manifest_path.is_file():
-        last = json.loads(manifest_path.read_text()).get("last_checkpoint")
+    if Path(path).is_dir():
+        last = read_run_manifest(path).get("last_checkpoint")
         if last and Path(last).exists():
             return last
     return path
@@ -91,10 +95,10 @@ def final_checkpoint(path: str) -> str:
 
 def training_prompts(run: str) -> set[str] | None:
     """The prompts an RL run trained on, from its manifest (generated tasks only)."""
-    manifest_path = run_dir_of(run) / MANIFEST_FILE
-    if not manifest_path.is_file():
+    manifest = read_run_manifest(run_dir_of(run))
+    if not manifest:
         return None
-    datamodule = json.loads(manifest_path.read_text())["config"]["datamodule"]
+    datamodule = manifest["config"]["datamodule"]
     if datamodule.get("train_path") or not datamodule.get("tasks"):
         return None
     tasks = datamodule["tasks"]
@@ -104,7 +108,7 @@ def training_prompts(run: str) -> set[str] | None:
 def plot_report(path: Path, run: Path, before: dict, after: dict, title: str) -> Path:
     """Left: sampled reward per step (and its 20-step mean) and greedy val/reward from the RL run's
     CSV log; right: held-out accuracy before and after, by task kind."""
-    from lmforge.e2e.report import plt, read_curve  # pyplot on the Agg backend
+    from e2e.report import plt, read_curve  # pyplot on the Agg backend
 
     curves = read_curve(run / "csv" / "metrics.csv")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -151,21 +155,29 @@ def main() -> None:
     before_ckpt, after_ckpt = final_checkpoint(cfg.before), final_checkpoint(cfg.after)
     before, after = accuracy(before_ckpt, tasks, cfg), accuracy(after_ckpt, tasks, cfg)
     kinds = sorted(before["by_kind"])
-    print(f"held-out {cfg.kind} tasks: n={cfg.n} seed={cfg.seed}, greedy, "
-          f"overlap with RL training prompts: {'not checked' if overlap is None else overlap}")
+    print(
+        f"held-out {cfg.kind} tasks: n={cfg.n} seed={cfg.seed}, greedy, "
+        f"overlap with RL training prompts: {'not checked' if overlap is None else overlap}"
+    )
     print(f"{'checkpoint':<10} {'accuracy':>9} " + " ".join(f"{k:>16}" for k in kinds))
     for name, report in (("before", before), ("after", after)):
         print(f"{name:<10} {report['accuracy']:>9.3f} " + " ".join(f"{report['by_kind'][k]:>16.3f}" for k in kinds))
     change = paired_change(before["correct"], after["correct"])
-    print(f"paired: RL fixed {change['fixed']}, broke {change['broken']} of {cfg.n} items; "
-          f"one-sided sign test p = {change['p_value']:.2g}")
+    print(
+        f"paired: RL fixed {change['fixed']}, broke {change['broken']} of {cfg.n} items; "
+        f"one-sided sign test p = {change['p_value']:.2g}"
+    )
     print(f"  before: {before_ckpt}\n  after:  {after_ckpt}")
     run = run_dir_of(cfg.after)
     out = Path(cfg.out) if cfg.out else (run / f"eval_rl_{cfg.kind}.json" if run.is_dir() else None)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"config": vars(cfg), "before": before, "after": after,
-                                   "paired": change, "overlap": overlap}, indent=2) + "\n")
+        out.write_text(
+            json.dumps(
+                {"config": vars(cfg), "before": before, "after": after, "paired": change, "overlap": overlap}, indent=2
+            )
+            + "\n"
+        )
         print(f"  report: {out}")
         if cfg.plot:
             title = f"held-out {cfg.kind} (n={cfg.n}): fixed {change['fixed']}, broke {change['broken']}"

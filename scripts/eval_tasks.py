@@ -86,7 +86,9 @@ def preference_scores(model: Transformer, tokenizer: Tokenizer, cfg: EvalTasksCo
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg: EvalTasksConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalTasksConfig), OmegaConf.from_cli()))
+    cfg: EvalTasksConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(EvalTasksConfig), OmegaConf.from_cli())
+    )
     torch.set_num_threads(cfg.threads)
     loaded = load_for_inference(cfg.ckpt)
     if loaded.tokenizer is None:

@@ -39,7 +39,9 @@ def main() -> None:
         if split == "heldout":
             write_tasks_jsonl(tasks, out / "tasks_heldout.jsonl")
         counts[split] = len(tasks)
-    (out / "manifest.json").write_text(json.dumps({"kind": "task_data", "config": asdict(cfg), "counts": counts}, indent=2))
+    (out / "manifest.json").write_text(
+        json.dumps({"kind": "task_data", "config": asdict(cfg), "counts": counts}, indent=2)
+    )
     print(f"wrote {counts['train']} train / {counts['heldout']} held-out tasks to {out}")
 
 

@@ -18,11 +18,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+# lmforge (src layout) and the top-level packages (e2e, serving, data_pipeline), installed or not
+sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from lmforge.e2e.report import build_report  # noqa: E402
-from lmforge.e2e.runner import StepFailed, run_steps  # noqa: E402
-from lmforge.e2e.steps import build_steps  # noqa: E402
+from e2e.report import build_report  # noqa: E402
+from e2e.runner import StepFailed, run_steps  # noqa: E402
+from e2e.steps import build_steps  # noqa: E402
+from lmforge.config_paths import conf_dir  # noqa: E402
 from lmforge.eval.runner import task_data_paths  # noqa: E402
 
 log = logging.getLogger("pipeline")
@@ -36,20 +38,25 @@ def benchmarks_root() -> Path:
 
 def preflight(eval_suite: str) -> None:
     """Fail in a second, not after the training steps, when the eval steps cannot find their data."""
-    suite = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "eval" / f"{eval_suite}.yaml"))
+    suite = OmegaConf.to_container(OmegaConf.load(conf_dir() / "eval" / f"{eval_suite}.yaml"))
     missing = [str(path) for path in task_data_paths(suite, benchmarks_root()).values() if not path.exists()]
     if missing:
-        raise SystemExit(f"benchmark files for eval={eval_suite} not found: {', '.join(missing)}\n"
-                         "Point LMFORGE_BENCHMARKS at a folder holding them in the upstream layout "
-                         "(by default the repo's ../shared/benchmarks).")
+        raise SystemExit(
+            f"benchmark files for eval={eval_suite} not found: {', '.join(missing)}\n"
+            "Point LMFORGE_BENCHMARKS at a folder holding them in the upstream layout "
+            "(by default the repo's ../shared/benchmarks)."
+        )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="e2e")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="e2e")
 def main(cfg: DictConfig) -> None:
     os.chdir(REPO)  # every step is a repo-relative CLI call
     out = Path(cfg.out_dir)
-    env = {"WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
+    }
     preflight(cfg.eval_suite)
     start = time.perf_counter()
     try:

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from lmforge.checkpoint import LoadedModel, load_for_inference, resolve_checkpoint
+from lmforge.formats.checkpoint_meta import read_export_manifest, write_export_manifest
 from lmforge.hf import (
     CONFIG_FILE,
     GENERATION_CONFIG_FILE,
-    MANIFEST_FILE,
     _save_weights,
     export_hf,
     hf_state_dict,
@@ -34,8 +34,16 @@ from lmforge.hf import (
     to_hf_name,
 )
 from lmforge.model import Transformer
-from serving.quantize import IGNORED_MODULES, QUANT_CHOICES, QuantSpec, compressed_tensors_weights, quant_spec, quantization_config
-from serving.quantize import quantized_weights, torchao_quantize
+from serving.quantize import (
+    IGNORED_MODULES,
+    QUANT_CHOICES,
+    QuantSpec,
+    compressed_tensors_weights,
+    quant_spec,
+    quantization_config,
+    quantized_weights,
+    torchao_quantize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +113,13 @@ def check_release_gate(gate_report: str | None, force: bool) -> dict[str, Any]:
     from lmforge.eval.gate import gate_verdict  # `lmforge.eval` does not re-export it (yet)
 
     verdict = gate_verdict(gate_report)
-    record = {"checked": True, "report": str(gate_report), "passed": verdict.passed,
-              "reasons": verdict.reasons, "forced": bool(force and not verdict.passed)}
+    record = {
+        "checked": True,
+        "report": str(gate_report),
+        "passed": verdict.passed,
+        "reasons": verdict.reasons,
+        "forced": bool(force and not verdict.passed),
+    }
     if not verdict.passed:
         if not force:
             raise GateRefusedError(
@@ -153,22 +166,26 @@ def write_compressed_tensors_export(
     _write_json(out / CONFIG_FILE, config)
     files = [CONFIG_FILE, *_save_weights(state, out, max_shard_bytes)]
     files += _write_tokenizer_files(out, tokenizer)
-    _write_json(out / MANIFEST_FILE, {**manifest, "files": files})
+    write_export_manifest(out, {**manifest, "files": files})
     return files
 
 
 def _write_tokenizer_files(out: Path, tokenizer) -> list[str]:
     if tokenizer is None:
         return []
-    generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": [tokenizer.end_of_turn_id, tokenizer.eos_id],
-                  "pad_token_id": tokenizer.pad_id}
+    generation = {
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": [tokenizer.end_of_turn_id, tokenizer.eos_id],
+        "pad_token_id": tokenizer.pad_id,
+    }
     _write_json(out / GENERATION_CONFIG_FILE, generation)
     tokenizer.save(out)
     return [GENERATION_CONFIG_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 
 
-def write_torchao_export(loaded: LoadedModel, out: Path, spec: QuantSpec, dtype: torch.dtype,
-                         max_shard_bytes: int, manifest: dict) -> list[str]:
+def write_torchao_export(
+    loaded: LoadedModel, out: Path, spec: QuantSpec, dtype: torch.dtype, max_shard_bytes: int, manifest: dict
+) -> list[str]:
     """transformers' own TorchAoConfig serialization (safetensors), for transformers users; SGLang refuses it."""
     import tempfile
 
@@ -177,12 +194,14 @@ def write_torchao_export(loaded: LoadedModel, out: Path, spec: QuantSpec, dtype:
     with tempfile.TemporaryDirectory() as dense_dir:
         export_hf(loaded.model, dense_dir, loaded.tokenizer, dtype=dtype)
         hf_model = LlamaForCausalLM.from_pretrained(
-            dense_dir, dtype=dtype, quantization_config=TorchAoConfig(spec.make_torchao_config(), modules_to_not_convert=list(IGNORED_MODULES))
+            dense_dir,
+            dtype=dtype,
+            quantization_config=TorchAoConfig(spec.make_torchao_config(), modules_to_not_convert=list(IGNORED_MODULES)),
         )
     hf_model.save_pretrained(out, safe_serialization=True, max_shard_size=max_shard_bytes)
     files = sorted(p.name for p in out.iterdir() if p.is_file())
     files += _write_tokenizer_files(out, loaded.tokenizer)
-    _write_json(out / MANIFEST_FILE, {**manifest, "files": sorted(set(files))})
+    write_export_manifest(out, {**manifest, "files": sorted(set(files))})
     return files
 
 
@@ -193,8 +212,9 @@ def assert_no_pickle(directory: Path) -> None:
         raise RuntimeError(f"export {directory} contains pickle-format files: {offending}")
 
 
-def export_one(cfg: ExportConfig, loaded: LoadedModel, quant: str, out: Path, gate: dict,
-               parent: Path, parent_fingerprint: str) -> Path:
+def export_one(
+    cfg: ExportConfig, loaded: LoadedModel, quant: str, out: Path, gate: dict, parent: Path, parent_fingerprint: str
+) -> Path:
     dtype = DTYPES[cfg.dtype]
     manifest = {
         "kind": "hf_export",
@@ -220,9 +240,9 @@ def export_one(cfg: ExportConfig, loaded: LoadedModel, quant: str, out: Path, ga
         raise ValueError(f"format={cfg.format!r}; choose one of {FORMATS}")
     assert_no_pickle(out)
     # Weight fingerprints last, over the files as written.
-    final = json.loads((out / MANIFEST_FILE).read_text())
+    final = read_export_manifest(out)
     final["weights_sha256"] = {p.name: sha256_file(p) for p in sorted(out.glob("*.safetensors"))}
-    _write_json(out / MANIFEST_FILE, final)
+    write_export_manifest(out, final)
     log.info("exported %s (quant=%s) to %s", cfg.ckpt, quant, out)
     return out
 
@@ -257,15 +277,25 @@ def run_export(cfg: ExportConfig) -> Path:
     return out
 
 
+def register_configs() -> None:
+    """Idempotent; call before Hydra composes conf/export.yaml (`main` and the export tests do)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="schema", name="export", node=ExportConfig)
+
+
 def main() -> None:
     import hydra
-    from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+    from lmforge.config_paths import conf_dir
+    from lmforge.config_schema import validate_config
 
-    @hydra.main(config_path="../conf", config_name="export", version_base="1.3")
+    register_configs()
+
+    @hydra.main(config_path=str(conf_dir()), config_name="export", version_base="1.3")
     def _main(raw) -> None:
+        validate_config(raw)  # `+forse=true` bypasses the schema at compose time
         cfg = ExportConfig(**OmegaConf.to_container(raw, resolve=True))
         out = run_export(cfg)
         print(f"export written to {out}")

@@ -52,8 +52,10 @@ def read_export_config(export: str | Path) -> dict:
     config = json.loads(config_file.read_text())
     method = (config.get("quantization_config") or {}).get("quant_method")
     if method not in (None, "compressed-tensors"):
-        raise ValueError(f"{config_file}: quant_method={method!r}; SGLang serves dense or compressed-tensors "
-                         "exports only (re-export with format=compressed-tensors)")
+        raise ValueError(
+            f"{config_file}: quant_method={method!r}; SGLang serves dense or compressed-tensors "
+            "exports only (re-export with format=compressed-tensors)"
+        )
     return config
 
 
@@ -76,15 +78,25 @@ def build_sglang_command(cfg: LaunchConfig, api_key: str) -> list[str]:
     export = Path(cfg.export).resolve()
     export_config = read_export_config(export)
     command = [
-        cfg.python, "-m", "sglang.launch_server",
-        "--model-path", str(export),
-        "--tokenizer-path", str(export),
-        "--dtype", resolved_dtype(cfg, export_config),
-        "--tp-size", str(cfg.tp_size),
-        "--api-key", api_key,
-        "--host", cfg.host,
-        "--port", str(cfg.port),
-        "--served-model-name", cfg.served_model_name or export.name,
+        cfg.python,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        str(export),
+        "--tokenizer-path",
+        str(export),
+        "--dtype",
+        resolved_dtype(cfg, export_config),
+        "--tp-size",
+        str(cfg.tp_size),
+        "--api-key",
+        api_key,
+        "--host",
+        cfg.host,
+        "--port",
+        str(cfg.port),
+        "--served-model-name",
+        cfg.served_model_name or export.name,
     ]
     if cfg.mem_fraction_static is not None:
         command += ["--mem-fraction-static", str(cfg.mem_fraction_static)]
@@ -151,8 +163,12 @@ def run_offline_engine(cfg: LaunchConfig) -> str:
     import sglang
 
     export = Path(cfg.export).resolve()
-    engine = sglang.Engine(model_path=str(export), tokenizer_path=str(export), tp_size=cfg.tp_size,
-                           dtype=resolved_dtype(cfg, read_export_config(export)))
+    engine = sglang.Engine(
+        model_path=str(export),
+        tokenizer_path=str(export),
+        tp_size=cfg.tp_size,
+        dtype=resolved_dtype(cfg, read_export_config(export)),
+    )
     try:
         output = engine.generate(cfg.prompt, {"temperature": 0.0, "max_new_tokens": cfg.max_new_tokens})
         return output["text"]
@@ -175,8 +191,10 @@ def main() -> None:
             return
         process, endpoint, api_key = launch_server(cfg)
         shown_key = api_key if not (cfg.api_key or os.environ.get(API_KEY_ENV)) else "(as given)"
-        print(f"SGLang serving {cfg.export}\n  OpenAI endpoint: {endpoint}\n  api key: {shown_key}\n"
-              "  Ctrl-C stops the server.")
+        print(
+            f"SGLang serving {cfg.export}\n  OpenAI endpoint: {endpoint}\n  api key: {shown_key}\n"
+            "  Ctrl-C stops the server."
+        )
         try:
             process.wait()
         finally:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from lmforge.checkpoint import LoadedModel, load_for_inference, read_manifest
+from lmforge.checkpoint import LoadedModel, load_for_inference
+from lmforge.formats.checkpoint_meta import read_export_manifest
 from lmforge.hf import from_hf_config, from_hf_name
 from lmforge.model import build_model
 from lmforge.tokenizer import Tokenizer
@@ -27,14 +28,17 @@ def load_dequantized_export(path: Path, dtype: torch.dtype = torch.float32) -> L
         path, dtype=dtype, quantization_config=CompressedTensorsConfig(dequantize=True)
     )
     config = from_hf_config(json.loads((path / "config.json").read_text()))
-    state = {from_hf_name(name): tensor for name, tensor in hf_model.state_dict().items()
-             if not name.endswith("rotary_emb.inv_freq")}
+    state = {
+        from_hf_name(name): tensor
+        for name, tensor in hf_model.state_dict().items()
+        if not name.endswith("rotary_emb.inv_freq")
+    }
     model = build_model(config, device="meta")
     model.load_state_dict(state, strict=True, assign=True)
     if config.tie_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
     tokenizer = Tokenizer.load(path) if (path / "tokenizer.json").is_file() else None
-    return LoadedModel(model.eval(), tokenizer, config, read_manifest(path))
+    return LoadedModel(model.eval(), tokenizer, config, read_export_manifest(path))
 
 
 def load_served_model(path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:

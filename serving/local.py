@@ -31,7 +31,6 @@ from serving.launch import API_KEY_ENV, resolve_api_key
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class LocalServerConfig:
     ckpt: str | None = None  # checkpoint, run dir, dense or compressed-tensors export (required)
@@ -88,17 +87,34 @@ class LocalEngine:
         self.max_new_tokens_limit = max_new_tokens_limit
         self._lock = threading.Lock()
 
-    def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float, top_p: float, top_k: int,
-                 seed: int | None, stop_token_ids: tuple[int, ...]) -> tuple[list[list[int]], list[bool]]:
+    def complete(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seed: int | None,
+        stop_token_ids: tuple[int, ...],
+    ) -> tuple[list[list[int]], list[bool]]:
         if not 0 <= max_tokens <= self.max_new_tokens_limit:
             raise HTTPException(400, f"max_tokens={max_tokens} must be in [0, {self.max_new_tokens_limit}]")
         room = self.model.config.max_seq_len - max(map(len, prompts))
         if room < max_tokens:
-            raise HTTPException(400, f"prompt ({max(map(len, prompts))} tokens) + max_tokens ({max_tokens}) exceeds "
-                                     f"the context length {self.model.config.max_seq_len}")
+            raise HTTPException(
+                400,
+                f"prompt ({max(map(len, prompts))} tokens) + max_tokens ({max_tokens}) exceeds "
+                f"the context length {self.model.config.max_seq_len}",
+            )
         try:
-            cfg = SamplingConfig(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                                 stop_token_ids=stop_token_ids, seed=seed)
+            cfg = SamplingConfig(
+                max_new_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                stop_token_ids=stop_token_ids,
+                seed=seed,
+            )
         except ValueError as error:
             raise HTTPException(400, str(error)) from error
         with self._lock:
@@ -108,8 +124,11 @@ class LocalEngine:
 
 def _usage(prompts: list[list[int]], completions: list[list[int]]) -> dict[str, int]:
     prompt_tokens, completion_tokens = sum(map(len, prompts)), sum(map(len, completions))
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def create_app(engine: LocalEngine, api_key: str) -> FastAPI:
@@ -133,29 +152,58 @@ def create_app(engine: LocalEngine, api_key: str) -> FastAPI:
         texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         tokenizer = engine.tokenizer
         prompts = [tokenizer.encode(text, add_bos=True) for text in texts]
-        ids, finished = engine.complete(prompts, req.max_tokens, req.temperature, req.top_p, req.top_k, req.seed,
-                                        stop_token_ids=(tokenizer.eos_id,))
+        ids, finished = engine.complete(
+            prompts, req.max_tokens, req.temperature, req.top_p, req.top_k, req.seed, stop_token_ids=(tokenizer.eos_id,)
+        )
         choices = []
         for index, (tokens, done) in enumerate(zip(ids, finished)):
             text, stopped = _cut_at_stop(tokenizer.decode(tokens), _stop_strings(req.stop))
-            choices.append({"index": index, "text": text, "logprobs": None,
-                            "finish_reason": "stop" if done or stopped else "length"})
-        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": engine.name, "choices": choices, "usage": _usage(prompts, ids)}
+            choices.append(
+                {
+                    "index": index,
+                    "text": text,
+                    "logprobs": None,
+                    "finish_reason": "stop" if done or stopped else "length",
+                }
+            )
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": engine.name,
+            "choices": choices,
+            "usage": _usage(prompts, ids),
+        }
 
     @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
     def chat(req: ChatRequest) -> dict[str, Any]:
         tokenizer = engine.tokenizer
         messages = [m.model_dump() for m in req.messages]
         prompt = tokenizer.encode_chat(messages, add_generation_prompt=True)[0]  # typed markers stay text
-        ids, finished = engine.complete([prompt], req.max_tokens, req.temperature, req.top_p, req.top_k, req.seed,
-                                        stop_token_ids=(tokenizer.end_of_turn_id, tokenizer.eos_id))
+        ids, finished = engine.complete(
+            [prompt],
+            req.max_tokens,
+            req.temperature,
+            req.top_p,
+            req.top_k,
+            req.seed,
+            stop_token_ids=(tokenizer.end_of_turn_id, tokenizer.eos_id),
+        )
         text, stopped = _cut_at_stop(tokenizer.decode(ids[0]), _stop_strings(req.stop))
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": engine.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop" if finished[0] or stopped else "length"}],
-                "usage": _usage([prompt], ids)}
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": engine.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop" if finished[0] or stopped else "length",
+                }
+            ],
+            "usage": _usage([prompt], ids),
+        }
 
     return app
 
@@ -188,8 +236,10 @@ def main() -> None:
         cfg = LocalServerConfig(**OmegaConf.to_container(raw, resolve=True))
         app, api_key = build_app(cfg)
         shown = "(as given)" if cfg.api_key or os.environ.get(API_KEY_ENV) else api_key
-        print(f"lmforge local server for {cfg.ckpt}\n  OpenAI endpoint: http://{cfg.host}:{cfg.port}/v1\n"
-              f"  api key: {shown}")
+        print(
+            f"lmforge local server for {cfg.ckpt}\n  OpenAI endpoint: http://{cfg.host}:{cfg.port}/v1\n"
+            f"  api key: {shown}"
+        )
         uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
 
     sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from lmforge.checkpoint import LoadedModel
+from lmforge.formats.checkpoint_meta import read_export_manifest
 from lmforge.generate import SamplingConfig, generate
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class QualityProbe:
     new_tokens: int
 
     @classmethod
-    def from_config(cls, cfg, loaded: LoadedModel) -> "QualityProbe":
+    def from_config(cls, cfg, loaded: LoadedModel) -> QualityProbe:
         tokenizer = loaded.tokenizer
         if cfg.val_shards:
             sequences, source = held_out_shard_sequences(cfg.val_shards, cfg.val_sequences, tokenizer), cfg.val_shards
@@ -58,7 +59,8 @@ class QualityProbe:
 
 
 def held_out_shard_sequences(shards_dir: str, per_domain: int, tokenizer) -> list[list[int]]:
-    from lmforge.data.token_shards import load_shard_manifest, read_validation
+    from lmforge.data.token_shards import read_validation
+    from lmforge.formats.shards import read_manifest as load_shard_manifest
     from lmforge.tokenizer import check_fingerprint
 
     manifest = load_shard_manifest(shards_dir)
@@ -109,9 +111,15 @@ def hf_greedy(hf_model, prompts: list[list[int]], new_tokens: int) -> list[list[
     outputs = []
     for prompt in prompts:  # one at a time: no padding, so no pad-position differences
         ids = torch.tensor([prompt])
-        out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
-                                min_new_tokens=new_tokens, pad_token_id=0)
-        outputs.append(out[0, len(prompt):].tolist())
+        out = hf_model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            pad_token_id=0,
+        )
+        outputs.append(out[0, len(prompt) :].tolist())
     return outputs
 
 
@@ -133,35 +141,51 @@ def bf16_weight_bytes(loaded: LoadedModel) -> int:
     return sum(t.numel() * 2 for t in hf_state_dict(loaded.model, torch.float32).values())
 
 
-def quality_report(loaded: LoadedModel, exports: dict[str, Path], probe: QualityProbe,
-                   dense_dtype: torch.dtype = torch.bfloat16) -> list[QualityRow]:
+def quality_report(
+    loaded: LoadedModel, exports: dict[str, Path], probe: QualityProbe, dense_dtype: torch.dtype = torch.bfloat16
+) -> list[QualityRow]:
     from tqdm import tqdm
 
     model = loaded.model.float().eval()
     reference_ppl = perplexity(lambda ids: model(ids), probe.eval_sequences)
-    reference = generate(model, probe.prompts, SamplingConfig(max_new_tokens=probe.new_tokens, temperature=0.0),
-                         pad_id=0).completions
+    reference = generate(
+        model, probe.prompts, SamplingConfig(max_new_tokens=probe.new_tokens, temperature=0.0), pad_id=0
+    ).completions
     bf16_bytes = bf16_weight_bytes(loaded)
     rows = [QualityRow("checkpoint (fp32)", "-", bf16_bytes * 2, 2.0, reference_ppl, 0.0, 1.0, 1.0)]
     for quant, export_dir in tqdm(exports.items(), desc="quality report"):
         hf_model = load_export_with_transformers(export_dir)
         ppl = perplexity(lambda ids: hf_model(ids).logits, probe.eval_sequences)
         token_agreement, exact = agreement(reference, hf_greedy(hf_model, probe.prompts, probe.new_tokens))
-        manifest = json.loads((export_dir / "manifest.json").read_text())
+        manifest = read_export_manifest(export_dir)
         size = safetensors_bytes(export_dir)
-        rows.append(QualityRow(quant, manifest.get("format", "?"), size, size / bf16_bytes, ppl,
-                               ppl - reference_ppl, token_agreement, exact))
+        rows.append(
+            QualityRow(
+                quant,
+                manifest.get("format", "?"),
+                size,
+                size / bf16_bytes,
+                ppl,
+                ppl - reference_ppl,
+                token_agreement,
+                exact,
+            )
+        )
     log.info("quality measured on %d sequences (%s)", len(probe.eval_sequences), probe.eval_source)
     return rows
 
 
 def format_table(rows: list[QualityRow]) -> str:
-    header = "| quant | format | size (MB) | size vs bf16 | perplexity | delta ppl | greedy token agreement | greedy exact |"
+    header = (
+        "| quant | format | size (MB) | size vs bf16 | perplexity | delta ppl | greedy token agreement | greedy exact |"
+    )
     lines = [header, "|" + "---|" * 8]
     for r in rows:
-        lines.append(f"| {r.quant} | {r.format} | {r.size_bytes / 1e6:.3f} | {r.size_vs_bf16:.3f} | "
-                     f"{r.perplexity:.3f} | {r.perplexity_delta:+.4f} | {r.greedy_token_agreement:.3f} | "
-                     f"{r.greedy_exact:.2f} |")
+        lines.append(
+            f"| {r.quant} | {r.format} | {r.size_bytes / 1e6:.3f} | {r.size_vs_bf16:.3f} | "
+            f"{r.perplexity:.3f} | {r.perplexity_delta:+.4f} | {r.greedy_token_agreement:.3f} | "
+            f"{r.greedy_exact:.2f} |"
+        )
     return "\n".join(lines)
 
 

@@ -19,8 +19,8 @@ Only the decoder's Linear projections are quantized; embeddings, norms and lm_he
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

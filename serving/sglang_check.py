@@ -21,8 +21,14 @@ from serving.launch import LaunchConfig, launch_server, stop_server
 
 
 def check_export(export: Path, sglang_python: str, port: int, requests: int, new_tokens: int) -> dict:
-    cfg = LaunchConfig(export=str(export), python=sglang_python, port=port, api_key="gpu-check",
-                       mem_fraction_static=0.5, health_timeout_s=900)
+    cfg = LaunchConfig(
+        export=str(export),
+        python=sglang_python,
+        port=port,
+        api_key="gpu-check",
+        mem_fraction_static=0.5,
+        health_timeout_s=900,
+    )
     started = time.perf_counter()
     result: dict = {"export": str(export), "startup_s": None}
     try:
@@ -33,19 +39,32 @@ def check_export(export: Path, sglang_python: str, port: int, requests: int, new
     try:
         http = httpx.Client(base_url=endpoint, headers={"Authorization": f"Bearer {api_key}"}, timeout=300)
         model = http.get("/models").json()["data"][0]["id"]
-        chat = http.post("/chat/completions", json={"model": model, "max_tokens": 16, "temperature": 0,
-                                                    "messages": [{"role": "user", "content": "Hello, who are you?"}]})
+        chat = http.post(
+            "/chat/completions",
+            json={
+                "model": model,
+                "max_tokens": 16,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": "Hello, who are you?"}],
+            },
+        )
         chat.raise_for_status()
         result["chat_reply"] = chat.json()["choices"][0]["message"]["content"]
-        completion = http.post("/completions", json={"model": model, "prompt": "The history of", "max_tokens": 16,
-                                                     "temperature": 0})
+        completion = http.post(
+            "/completions", json={"model": model, "prompt": "The history of", "max_tokens": 16, "temperature": 0}
+        )
         completion.raise_for_status()
         result["completion"] = completion.json()["choices"][0]["text"]
         result["wrong_key_status"] = httpx.get(f"{endpoint}/models", headers={"Authorization": "Bearer no"}).status_code
 
         def one(i: int) -> int:
-            body = {"model": model, "prompt": f"Request {i}: once upon a time", "max_tokens": new_tokens,
-                    "temperature": 0, "ignore_eos": True}
+            body = {
+                "model": model,
+                "prompt": f"Request {i}: once upon a time",
+                "max_tokens": new_tokens,
+                "temperature": 0,
+                "ignore_eos": True,
+            }
             response = http.post("/completions", json=body)
             response.raise_for_status()
             return response.json()["usage"]["completion_tokens"]
@@ -55,8 +74,13 @@ def check_export(export: Path, sglang_python: str, port: int, requests: int, new
         with ThreadPoolExecutor(max_workers=requests) as pool:
             tokens = sum(pool.map(one, range(requests)))
         seconds = time.perf_counter() - start
-        result.update(requests=requests, output_tokens=tokens, seconds=round(seconds, 3),
-                      tokens_per_s=round(tokens / seconds, 1), ok=True)
+        result.update(
+            requests=requests,
+            output_tokens=tokens,
+            seconds=round(seconds, 3),
+            tokens_per_s=round(tokens / seconds, 1),
+            ok=True,
+        )
     except Exception as error:  # recorded per export so the other exports are still checked
         result.update(ok=False, error=f"{type(error).__name__}: {error}")
     finally:
@@ -79,8 +103,10 @@ def main() -> None:
     print("| export | ok | startup (s) | output tok/s | chat reply |")
     print("|---|---|---|---|---|")
     for r in results:
-        print(f"| {Path(r['export']).name} | {r['ok']} | {r['startup_s']} | {r.get('tokens_per_s', '-')} | "
-              f"{r.get('chat_reply', r.get('error', ''))[:40]!r} |")
+        print(
+            f"| {Path(r['export']).name} | {r['ok']} | {r['startup_s']} | {r.get('tokens_per_s', '-')} | "
+            f"{r.get('chat_reply', r.get('error', ''))[:40]!r} |"
+        )
     raise SystemExit(0 if all(r["ok"] for r in results) else 1)
 
 

@@ -8,13 +8,14 @@ hands the whole config to it. All logic lives in `lmforge`; this file only wires
 from __future__ import annotations
 
 import logging
+import sys
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lmforge.config_paths import conf_dir
-from lmforge.config_schema import register_configs, validate_config
+from lmforge.config_schema import DataNotReadError, check_data_override, register_configs, validate_config
 from lmforge.training import fit_from_config, print_summary
 
 log = logging.getLogger(__name__)
@@ -33,5 +34,16 @@ def main(cfg: DictConfig) -> float | None:
     return manifest["final_metrics"].get("val/loss")
 
 
+def refuse_unread_data() -> None:
+    """`stage=sft data=curated`: one line naming the stage, not Hydra's "No match in the defaults list"."""
+    from hydra._internal.utils import get_args_parser  # Hydra's own command-line grammar
+
+    try:
+        check_data_override(get_args_parser().parse_known_args()[0].overrides)
+    except DataNotReadError as err:
+        sys.exit(f"error: {err}")
+
+
 if __name__ == "__main__":
+    refuse_unread_data()
     main()

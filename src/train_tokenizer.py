@@ -1,7 +1,7 @@
 """Train the byte-level BPE tokenizer: `python src/train_tokenizer.py [key=value ...]`.
 
 Composes conf/tokenizer.yaml against its typed schema (a misspelt key fails at once), runs
-`lmforge.tokenizer.run_tokenizer_job` and prints a summary. All logic lives in `lmforge`.
+`lmforge.data.tokenizer_job.run_tokenizer_job` and prints a summary. All logic lives in `lmforge`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lmforge.config_paths import conf_dir
-from lmforge.tokenizer import TokenizerJobConfig, run_tokenizer_job
+from lmforge.data.tokenizer_job import TokenizerJobConfig, run_tokenizer_job
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="tokenizer")

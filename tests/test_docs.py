@@ -42,7 +42,11 @@ def test_mkdocs_strict_build_renders_every_nav_page(tmp_path):
     site = tmp_path / "site"
     result = subprocess.run(
         [str(mkdocs), "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(site)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
     # mkdocs.yml uses plain YAML (no !!python tags), so safe_load reads it.

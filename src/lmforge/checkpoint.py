@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
+from lmforge.formats.checkpoint_meta import read_export_manifest, read_run_manifest
 from lmforge.model import ModelConfig, Transformer, build_model
 from lmforge.tokenizer import Tokenizer, check_fingerprint
 
 log = logging.getLogger(__name__)
 
 LMFORGE_KEY = "lmforge"
-MANIFEST_FILE = "manifest.json"
 SHARDED_METADATA_FILE = "meta.pt"  # Lightning's non-tensor part of a sharded checkpoint
 RUN_TOKENIZER_DIR = "tokenizer"  # a run dir keeps a copy of its tokenizer here
 
@@ -43,11 +43,6 @@ def is_sharded_checkpoint(path: Path) -> bool:
     return path.is_dir() and (path / SHARDED_METADATA_FILE).is_file()
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    file = path / MANIFEST_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
-
-
 def resolve_checkpoint(path: str | Path) -> Path:
     """Map a user-given path to a loadable artifact: a `.ckpt`, a sharded checkpoint folder or an HF dir.
 
@@ -59,7 +54,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise FileNotFoundError(f"checkpoint path {path} does not exist")
     if path.is_file() or is_sharded_checkpoint(path) or is_hf_dir(path):
         return path
-    manifest = read_manifest(path)
+    manifest = read_run_manifest(path)
     for key in ("best_checkpoint", "last_checkpoint"):
         if manifest.get(key) and Path(manifest[key]).exists():
             return Path(manifest[key])
@@ -104,7 +99,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
         config = from_hf_config(json.loads((path / "config.json").read_text()))
         fingerprint = Tokenizer.load(path).fingerprint if (path / "tokenizer.json").is_file() else None
-        manifest = read_manifest(path)
+        manifest = read_export_manifest(path)
         return {
             "model_config": config.to_dict(),
             "tokenizer_fingerprint": fingerprint or manifest.get("tokenizer_fingerprint"),
@@ -123,7 +118,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "model.") -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def find_tokenizer(ckpt_path: Path, metadata: dict[str, Any]) -> Tokenizer | None:
@@ -153,7 +148,7 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> 
 
         model, config = load_hf(resolved, device=device)
         tokenizer = Tokenizer.load(resolved) if (resolved / "tokenizer.json").is_file() else None
-        return LoadedModel(model.eval(), tokenizer, config, read_manifest(resolved))
+        return LoadedModel(model.eval(), tokenizer, config, read_export_manifest(resolved))
 
     checkpoint = load_checkpoint_dict(resolved)
     metadata = checkpoint.get(LMFORGE_KEY)
@@ -174,5 +169,5 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> 
         model.lm_head.weight = model.embed_tokens.weight
     model = model.to(device).eval()
     run_dir = resolved.parent.parent if resolved.parent.name == "checkpoints" else resolved.parent
-    manifest = read_manifest(run_dir) or {LMFORGE_KEY: metadata}
+    manifest = read_run_manifest(run_dir) or {LMFORGE_KEY: metadata}
     return LoadedModel(model, find_tokenizer(resolved, metadata), config, manifest)

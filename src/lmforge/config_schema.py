@@ -11,19 +11,26 @@ source of truth:
 `conf/train.yaml` puts `schema/model` and `schema/optim` under their nodes; each
 `conf/stage/<name>.yaml` puts `schema/module/<name>` and `schema/datamodule/<name>` under its
 own. `+node.key=v` bypasses a schema in Hydra, so `validate_config` rejects such keys too.
+Nodes of higher layers register their own schemas the same way: `eval` in `lmforge.eval.schema`,
+the export root in `serving.export`; this module imports nothing above stages and data.
 """
 
 from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from typing import Any
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from lmforge.cai.runner import CAIConfig
+from lmforge.config_paths import conf_dir
 from lmforge.data.chat import ChatDataModule
 from lmforge.data.preference import PreferenceDataModule
 from lmforge.data.prompts import PromptDataModule
@@ -35,6 +42,56 @@ from lmforge.stages.pretrain import PretrainStage
 from lmforge.stages.reward import RewardStage
 from lmforge.stages.rl import RLStage
 from lmforge.stages.sft import SFTStage
+
+GENERATORS = ("self", "endpoint")
+JUDGES = ("self_logprob", "self_text", "endpoint")
+
+
+@dataclass
+class EndpointConfig:
+    """An OpenAI-compatible server (`lmforge.client.OpenAIClient`); the key is read from an env var."""
+
+    base_url: str = "http://127.0.0.1:30000/v1"
+    model: str = "default"
+    api_key_env: str = "LMFORGE_API_KEY"
+    timeout_s: float = 120.0
+    max_retries: int = 3
+    concurrency: int = 8
+    max_tokens: int = 256
+
+
+@dataclass
+class CAIConfig:
+    data_dir: str
+    constitution: str = "default"  # packaged name or path to a YAML file
+    prompt_sets: list[str] = field(default_factory=lambda: ["red_team", "helpful"])
+    limit: int | None = None  # at most this many prompts (in file order)
+    rounds: int = 1  # critique -> revision rounds per prompt, each with a freshly sampled principle
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 16  # prompts per generation batch and per append to the audit logs
+    max_new_tokens: int = 64
+    temperature: float = 0.7
+    top_k: int = 0
+    top_p: float = 0.95
+    generator: str = "self"  # self | endpoint: who answers, critiques and revises
+    judge: str = "self_logprob"  # self_logprob | self_text | endpoint
+    pair_source: str = "revision"  # revision: initial vs revised answer | samples: two fresh answers
+    min_margin: float = 0.0  # keep a pair only when |P(first better) - 1/2| > min_margin
+    val_fraction: float = 0.1
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    run_sft: bool = True
+    run_dpo: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.endpoint, dict):
+            self.endpoint = EndpointConfig(**self.endpoint)
+        if self.generator not in GENERATORS:
+            raise ValueError(f"cai.generator={self.generator!r}; expected one of {GENERATORS}")
+        if self.judge not in JUDGES:
+            raise ValueError(f"cai.judge={self.judge!r}; expected one of {JUDGES}")
+        if self.pair_source not in ("revision", "samples"):
+            raise ValueError(f"cai.pair_source={self.pair_source!r}; expected 'revision' or 'samples'")
 
 
 @dataclass
@@ -131,6 +188,42 @@ def register_configs() -> None:
         store.store(group="schema/datamodule", name=stage, node=module_schema(datamodule_cls))
 
 
+# Stages whose datamodule reads the `data` group (conf/data/, the token-shard mix). Only their
+# conf/stage/<name>.yaml lists `/data`, so under any other stage `data=` has nothing to override.
+DATA_STAGES = ("pretrain",)
+
+
+class DataNotReadError(ConfigCompositionException):
+    """`data=<mix>` was given for a stage that does not read the `data` group."""
+
+
+def check_data_override(overrides: Sequence[str]) -> None:
+    """Refuse `data=<mix>` (or `+data=`) under a stage that does not read it, naming the stage.
+
+    Hydra's own error ("Could not override 'data'. No match in the defaults list.") names neither,
+    and `+data=` would compose a node nobody reads. The stage may come from an experiment, so it
+    is read from a compose without the `data` override. Sweeps are left to Hydra.
+    """
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    data = [o for o in parsed if o.key_or_group == "data" and o.package is None and not o.is_delete()]
+    if not data or any(o.is_sweep_override() for o in parsed):
+        return
+    rest = [o.input_line for o in parsed if o not in data]
+    try:
+        if GlobalHydra.instance().is_initialized():
+            stage = compose("train", overrides=rest, return_hydra_config=True).hydra.runtime.choices.stage
+        else:
+            with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+                stage = compose("train", overrides=rest, return_hydra_config=True).hydra.runtime.choices.stage
+    except ConfigCompositionException:
+        return  # another problem: Hydra reports it
+    if stage not in DATA_STAGES:
+        raise DataNotReadError(
+            f"stage={stage} does not read `data` (got {data[0].input_line}): only stage="
+            f"{'|'.join(DATA_STAGES)} reads the token-shard mix in conf/data/; stage={stage} reads datamodule.* instead"
+        )
+
+
 class UnknownConfigKeyError(ValueError):
     """A key was forced into a typed node (`+model.typo=3`) that its schema does not have."""
 
@@ -140,12 +233,13 @@ def validate_config(cfg: DictConfig, path: str = "") -> None:
     if not isinstance(cfg, DictConfig):
         return
     schema = OmegaConf.get_type(cfg)
-    if path and is_dataclass(schema):
-        known = {f.name for f in fields(schema)}
+    if is_dataclass(schema):  # a typed root too (conf/export.yaml); Hydra's own node is not a key of it
+        known = {f.name for f in fields(schema)} | ({"hydra"} if not path else set())
         unknown = sorted(set(cfg.keys()) - known)
         if unknown:
             raise UnknownConfigKeyError(
-                f"unknown key(s) {[f'{path}.{k}' for k in unknown]}; {schema.__name__} has {sorted(known)}"
+                f"unknown key(s) {[f'{path}.{k}' if path else k for k in unknown]}; "
+                f"{schema.__name__} has {sorted(known - {'hydra'})}"
             )
     for key in cfg.keys():
         if key == "hydra" or OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):

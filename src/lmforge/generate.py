@@ -21,6 +21,7 @@ from lmforge.model import Transformer
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class SamplingConfig:
     max_new_tokens: int = 64
@@ -110,9 +111,7 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.devic
 
 
 @torch.no_grad()
-def generate(
-    model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, pad_id: int
-) -> GenerationOutput:
+def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, pad_id: int) -> GenerationOutput:
     """Continue each prompt until a stop token or `cfg.max_new_tokens` new tokens."""
     if not prompts:
         return GenerationOutput(completions=[], finished=[])
@@ -140,8 +139,12 @@ def _generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
     width = ids.shape[1]
     longest = max(len(p) for p in prompts) + cfg.max_new_tokens
     if longest > model.config.max_seq_len:
-        log.warning("generating up to %d positions, past the model's max_seq_len=%d (RoPE extrapolates "
-                    "poorly beyond the trained length)", longest, model.config.max_seq_len)
+        log.warning(
+            "generating up to %d positions, past the model's max_seq_len=%d (RoPE extrapolates "
+            "poorly beyond the trained length)",
+            longest,
+            model.config.max_seq_len,
+        )
     cache = model.new_kv_cache(batch, width + cfg.max_new_tokens)
     positions, prefill_mask = padded_causal_mask(is_real)
     logits = model(ids, position_ids=positions, attn_mask=prefill_mask, kv_cache=cache)[:, -1]

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from lmforge.formats.checkpoint_meta import write_export_manifest
 from lmforge.model import ModelConfig, Transformer, build_model
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
-MANIFEST_FILE = "manifest.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
 
 # ModelConfig field -> LlamaConfig key.
@@ -165,8 +165,10 @@ def _save_weights(state: dict[str, torch.Tensor], out_dir: Path, max_shard_bytes
     for filename, names in split.filename_to_tensors.items():
         save_file({n: state[n] for n in names}, str(out_dir / filename), metadata={"format": "pt"})
     if split.is_sharded:
-        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
-                 "weight_map": dict(sorted(split.tensor_to_filename.items()))}
+        index = {
+            "metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+            "weight_map": dict(sorted(split.tensor_to_filename.items())),
+        }
         (out_dir / WEIGHTS_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         return [*sorted(split.filename_to_tensors), WEIGHTS_INDEX_FILE]
     return [WEIGHTS_FILE]
@@ -224,7 +226,7 @@ def export_hf(
         "parent": None,
         **(manifest or {}),
     }
-    _write_json(out_dir / MANIFEST_FILE, lineage)
+    write_export_manifest(out_dir, lineage)
     log.info("exported HF Llama (%s, %s) to %s", cfg.name, _dtype_name(dtype), out_dir)
     return out_dir
 
@@ -255,8 +257,9 @@ def load_hf(
     unexpected = [n for n in unexpected if not n.endswith("rotary_emb.inv_freq")]
     missing = sorted(expected - set(state))
     if missing or unexpected:
-        raise ValueError(f"{directory}: weights do not match the config: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"{directory}: weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     state = {n: t.to(device=device, dtype=dtype or t.dtype) for n, t in state.items() if n in expected}
     model.load_state_dict(state, assign=True)
     if cfg.tie_embeddings:

@@ -33,7 +33,7 @@ class LoraSettings:
     name: str = "lora"  # the config-group choice, kept for the manifest
 
     @classmethod
-    def from_dict(cls, cfg: dict[str, Any] | "LoraSettings") -> "LoraSettings":
+    def from_dict(cls, cfg: dict[str, Any] | LoraSettings) -> LoraSettings:
         if isinstance(cfg, LoraSettings):
             return cfg
         known = {f.name for f in fields(cls)}
@@ -69,7 +69,9 @@ def apply_lora(model: Transformer, peft_cfg: dict[str, Any] | LoraSettings) -> P
     wrapped = get_peft_model(model, settings.to_peft())
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     total = sum(p.numel() for p in wrapped.parameters())
-    log.info("LoRA rank %d on %s: %d trainable of %d parameters", settings.rank, settings.target_modules, trainable, total)
+    log.info(
+        "LoRA rank %d on %s: %d trainable of %d parameters", settings.rank, settings.target_modules, trainable, total
+    )
     return wrapped
 
 

@@ -1,9 +1,8 @@
 """Training losses as pure functions of tensors (no config objects): next-token, preference
 (DPO family, Bradley-Terry) and policy-gradient (GRPO family).
 
-Label convention shared by every function here and by the token-shard, chat and preference
-collators: `labels[b, t]` is the token that position t should predict (already shifted), or
-`IGNORE_INDEX` where no loss applies (prompt, padding, the final position).
+Labels follow `lmforge.data.labels`: `labels[b, t]` is the token that position t should predict
+(already shifted), or `IGNORE_INDEX` where no loss applies.
 """
 
 from __future__ import annotations
@@ -12,22 +11,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from torch import Tensor, nn
 
+from lmforge.data.labels import IGNORE_INDEX
 from lmforge.model import at_least_fp32
 
-IGNORE_INDEX = -100
 PREFERENCE_LOSS_TYPES = ("sigmoid", "ipo", "cdpo")
 POLICY_LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
 SCALE_REWARDS = ("group", "batch", "none")
-
-
-def next_token_labels(input_ids: torch.Tensor) -> torch.Tensor:
-    """Shifted labels of a packed sequence [..., T]: every next token, IGNORE_INDEX at the final position."""
-    labels = torch.full_like(input_ids, IGNORE_INDEX)
-    labels[..., :-1] = input_ids[..., 1:]
-    return labels
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,8 +52,12 @@ def per_segment_cross_entropy(
     conversations into one row (`segment_ids` numbers them, -1 on padding)."""
     logps, mask = token_logps(logits, labels)
     seg = segment_ids.masked_fill(~mask, 0).reshape(-1)
-    nll = torch.zeros(n_segments, device=logits.device, dtype=logps.dtype).index_add_(0, seg, (-logps * mask).reshape(-1))
-    counts = torch.zeros(n_segments, device=logits.device, dtype=logps.dtype).index_add_(0, seg, mask.reshape(-1).to(logps.dtype))
+    nll = torch.zeros(n_segments, device=logits.device, dtype=logps.dtype).index_add_(
+        0, seg, (-logps * mask).reshape(-1)
+    )
+    counts = torch.zeros(n_segments, device=logits.device, dtype=logps.dtype).index_add_(
+        0, seg, mask.reshape(-1).to(logps.dtype)
+    )
     return nll / counts.clamp(min=1)
 
 
@@ -140,7 +135,11 @@ def group_advantages(rewards: Tensor, group_size: int, scale_rewards: str = "gro
     grouped = rewards.float().view(-1, group_size)
     centred = (grouped - grouped.mean(dim=1, keepdim=True)).view(-1)
     if scale_rewards == "group":
-        std = grouped.std(dim=1, keepdim=True).expand_as(grouped).reshape(-1) if group_size > 1 else torch.zeros_like(centred)
+        std = (
+            grouped.std(dim=1, keepdim=True).expand_as(grouped).reshape(-1)
+            if group_size > 1
+            else torch.zeros_like(centred)
+        )
         return centred / (std + eps)
     if scale_rewards == "batch":
         return centred / (rewards.float().std() + eps)

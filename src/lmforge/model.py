@@ -42,14 +42,10 @@ class ModelConfig:
             self.n_kv_heads = self.n_heads
         if self.head_dim is None:
             if self.d_model % self.n_heads:
-                raise ValueError(
-                    f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}"
-                )
+                raise ValueError(f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}")
             self.head_dim = self.d_model // self.n_heads
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}"
-            )
+            raise ValueError(f"model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
 
@@ -112,8 +108,7 @@ def rotary_cos_sin(
     """
     work = torch.promote_types(dtype, torch.float32)  # fp32 tables, fp64 under precision=64-true
     inv_freq = 1.0 / (
-        theta
-        ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.int64).to(work) / head_dim)
+        theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.int64).to(work) / head_dim)
     )
     freqs = position_ids.to(work)[..., None] * inv_freq  # [B, T, hd/2]
     emb = torch.cat((freqs, freqs), dim=-1)

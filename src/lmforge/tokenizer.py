@@ -13,9 +13,7 @@ import json
 import logging
 import math
 import re
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import jinja2
@@ -186,8 +184,10 @@ class Tokenizer:
         if fill(skeleton) != text:
             # The template rewrites content (e.g. strips it): fall back to plain encoding.
             if not self._warned_template_edits_content:
-                log.warning("chat template edits message content; special-token strings inside content "
-                            "will be read as special tokens")
+                log.warning(
+                    "chat template edits message content; special-token strings inside content "
+                    "will be read as special tokens"
+                )
                 self._warned_template_edits_content = True
             enc = self.backend.encode(text, add_special_tokens=False)
             return enc.ids, [a for a, _ in enc.offsets]
@@ -241,7 +241,7 @@ class Tokenizer:
         return directory
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
+    def load(cls, path: str | Path) -> Tokenizer:
         """Load from a tokenizer directory (ours or an HF model dir) or a tokenizer.json."""
         path = Path(path)
         file = path / TOKENIZER_FILE if path.is_dir() else path
@@ -280,125 +280,3 @@ def train_tokenizer(
     )
     backend.train_from_iterator(texts, trainer=trainer, length=length)
     return Tokenizer(backend)
-
-
-# ----- the tokenizer CLI's job (src/train_tokenizer.py is its Hydra entry) -----
-@dataclass
-class TokenizerJobConfig:
-    """conf/tokenizer.yaml. Texts come from `corpus_dir` (corpus format) or `text_files`;
-    with neither, the embedded default corpus is built at `default_corpus_dir` and used."""
-
-    corpus_dir: str | None = None
-    domains: list[str] | None = None
-    text_files: list[str] = field(default_factory=list)
-    default_corpus_dir: str = "artifacts/default_corpus"
-    out_dir: str = "artifacts/tokenizer/default"
-    vocab_size: int = 4096
-    min_frequency: int = 2
-    # Every k-th document is held out of training to measure bytes per token.
-    heldout_every: int = 10
-    max_train_bytes: int = 50_000_000  # training-sample cap (BPE needs a sample, not everything)
-    max_heldout_bytes: int = 2_000_000
-    show_progress: bool = True
-
-
-@dataclass
-class TokenizerSummary:
-    out_dir: str
-    fingerprint: str
-    vocab_size: int
-    requested_vocab_size: int  # after rounding; a small sample may not yield that many merges
-    train_docs: int
-    train_bytes: int
-    heldout_docs: int
-    heldout_bytes: int
-    heldout_tokens: int
-    seconds: float
-
-    @property
-    def bytes_per_token(self) -> float:
-        return self.heldout_bytes / max(self.heldout_tokens, 1)
-
-
-def _job_documents(job: TokenizerJobConfig) -> tuple[Iterator[str], dict]:
-    """The job's documents and a description of where they came from (for the manifest)."""
-    from lmforge.data.default_corpus import ensure_default_corpus, iter_corpus_texts
-
-    if job.text_files:
-        files = [Path(f) for f in job.text_files]
-        for f in files:
-            if not f.is_file():
-                raise FileNotFoundError(f"tokenizer.text_files: {f} does not exist")
-
-        def paragraphs() -> Iterator[str]:
-            for f in files:
-                for paragraph in f.read_text(encoding="utf-8", errors="replace").split("\n\n"):
-                    if paragraph.strip():
-                        yield paragraph
-
-        return paragraphs(), {"text_files": [str(f) for f in files]}
-    corpus = Path(job.corpus_dir) if job.corpus_dir else ensure_default_corpus(job.default_corpus_dir)
-    source: dict = {"corpus_dir": str(corpus), "domains": job.domains}
-    manifest = corpus / "manifest.json"
-    if manifest.is_file():
-        corpus_manifest = json.loads(manifest.read_text())
-        source["corpus_sha256"] = corpus_manifest.get("sha256") or hashlib.sha256(manifest.read_bytes()).hexdigest()
-        source["corpus_counts"] = corpus_manifest.get("counts")
-    return iter_corpus_texts(corpus, job.domains), source
-
-
-def run_tokenizer_job(job: TokenizerJobConfig) -> TokenizerSummary:
-    """Split documents into a capped training sample and a held-out sample, train, save the
-    tokenizer with a manifest, and measure bytes per token on the held-out sample."""
-    from tqdm import tqdm
-
-    started = time.perf_counter()
-    documents, source = _job_documents(job)
-    train: list[str] = []
-    heldout: list[str] = []
-    train_bytes = heldout_bytes = 0
-    for index, text in enumerate(tqdm(documents, desc="reading documents", unit="doc", disable=not job.show_progress)):
-        size = len(text.encode("utf-8"))
-        if job.heldout_every and index % job.heldout_every == job.heldout_every - 1:
-            if heldout_bytes < job.max_heldout_bytes:
-                heldout.append(text)
-                heldout_bytes += size
-        elif train_bytes < job.max_train_bytes:
-            train.append(text)
-            train_bytes += size
-        if train_bytes >= job.max_train_bytes and heldout_bytes >= job.max_heldout_bytes:
-            break
-    if not train:
-        raise ValueError(f"no training text found in {source}")
-    tokenizer = train_tokenizer(train, job.vocab_size, job.min_frequency, job.show_progress, length=len(train))
-    if tokenizer.vocab_size < round_vocab(job.vocab_size):
-        log.warning("the training sample yielded only %d of %d tokens (too few distinct pairs)",
-                    tokenizer.vocab_size, round_vocab(job.vocab_size))
-    heldout_tokens = sum(len(ids) for ids in tokenizer.encode_batch(heldout))
-    out_dir = tokenizer.save(job.out_dir)
-    summary = TokenizerSummary(
-        out_dir=str(out_dir),
-        fingerprint=tokenizer.fingerprint,
-        vocab_size=tokenizer.vocab_size,
-        requested_vocab_size=round_vocab(job.vocab_size),
-        train_docs=len(train),
-        train_bytes=train_bytes,
-        heldout_docs=len(heldout),
-        heldout_bytes=heldout_bytes,
-        heldout_tokens=heldout_tokens,
-        seconds=round(time.perf_counter() - started, 2),
-    )
-    manifest = {
-        "kind": "tokenizer",
-        "fingerprint": tokenizer.fingerprint,
-        "vocab_size": tokenizer.vocab_size,
-        "requested_vocab_size": summary.requested_vocab_size,
-        "bytes_per_token": round(summary.bytes_per_token, 4),
-        "sample": {k: getattr(summary, k) for k in
-                   ("train_docs", "train_bytes", "heldout_docs", "heldout_bytes", "heldout_tokens")},
-        "parent": source,
-        "config": asdict(job),
-        "seconds": summary.seconds,
-    }
-    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    return summary

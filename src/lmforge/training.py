@@ -7,7 +7,6 @@ resolved config, model config, tokenizer fingerprint, parent, final metrics, che
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -22,8 +21,10 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lmforge.checkpoint import MANIFEST_FILE, RUN_TOKENIZER_DIR, latest_checkpoint, resolve_checkpoint
+from lmforge.checkpoint import RUN_TOKENIZER_DIR, latest_checkpoint, resolve_checkpoint
 from lmforge.config_schema import validate_config
+from lmforge.formats.checkpoint_meta import MANIFEST as MANIFEST_FILE
+from lmforge.formats.checkpoint_meta import write_run_manifest
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def ensure_tokenizer(cfg: DictConfig) -> None:
             f"tokenizer.path={tokenizer_path} does not exist; train one with "
             f"`python src/train_tokenizer.py out_dir={tokenizer_path}`"
         )
-    from lmforge.tokenizer import TokenizerJobConfig, run_tokenizer_job
+    from lmforge.data.tokenizer_job import TokenizerJobConfig, run_tokenizer_job
 
     log.info("no tokenizer at %s: training it on the embedded default corpus", tokenizer_path)
     run_tokenizer_job(TokenizerJobConfig(out_dir=str(tokenizer_path), vocab_size=int(cfg.model.vocab_size)))
@@ -138,9 +139,7 @@ def build_manifest(cfg: DictConfig, module, trainer: L.Trainer, resumed_from: st
 
 @rank_zero_only
 def write_manifest(run_dir: Path, manifest: dict) -> Path:
-    path = run_dir / MANIFEST_FILE
-    path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    return path
+    return write_run_manifest(run_dir, manifest)
 
 
 def fit_from_config(cfg: DictConfig) -> dict:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import random
 
-from data_pipeline.content import (MalwareConfig, MalwareFilter, PiiConfig, PiiFilter, ToxicityConfig,
-                                   ToxicityFilter, luhn_valid)
-from data_pipeline.records import Document
+from data_pipeline.content import (
+    MalwareConfig,
+    MalwareFilter,
+    PiiConfig,
+    PiiFilter,
+    ToxicityConfig,
+    ToxicityFilter,
+    luhn_valid,
+)
 from data_pipeline.synthetic import EICAR, valid_card
+from lmforge.formats.corpus import Document
 
 
 def reference_luhn(number: str) -> bool:
@@ -33,13 +40,23 @@ def test_pii_redacted_and_non_luhn_digits_kept():
     card = valid_card(random.Random(5))
     not_a_card = "1234 5678 9012 3456"
     assert not luhn_valid(not_a_card.replace(" ", ""))
-    text = (f"Mail alice.smith@example.com or bob_99@mail.example.org, call +1 415-555-0134 or (212) 555-0199. "
-            f"Card {card} was charged; reference {not_a_card} is an order number. Server 203.0.113.9, "
-            f"router 192.168.1.1. SSN 123-45-6789, NI number AB 12 34 56 C.")
+    text = (
+        f"Mail alice.smith@example.com or bob_99@mail.example.org, call +1 415-555-0134 or (212) 555-0199. "
+        f"Card {card} was charged; reference {not_a_card} is an order number. Server 203.0.113.9, "
+        f"router 192.168.1.1. SSN 123-45-6789, NI number AB 12 34 56 C."
+    )
     d = doc(text)
     assert PiiFilter(PiiConfig())(d) is None
-    for secret in ("alice.smith@example.com", "bob_99@mail.example.org", "415-555-0134", "555-0199", card,
-                   "203.0.113.9", "123-45-6789", "AB 12 34 56 C"):
+    for secret in (
+        "alice.smith@example.com",
+        "bob_99@mail.example.org",
+        "415-555-0134",
+        "555-0199",
+        card,
+        "203.0.113.9",
+        "123-45-6789",
+        "AB 12 34 56 C",
+    ):
         assert secret not in d.text, secret
     assert not_a_card in d.text and "192.168.1.1" in d.text
     assert d.metadata["pii_redacted"] == {"card": 1, "email": 2, "ip": 1, "nino": 1, "phone": 2, "ssn": 1}

@@ -8,7 +8,7 @@ import numpy as np
 
 from data_pipeline.dedup import DedupConfig, estimated_jaccard, find_duplicates, normalize, shingles, signatures
 from data_pipeline.pipeline import run_pipeline
-from dp_helpers import fast_config, prose_doc, read_corpus, write_jsonl
+from tests.support.pipeline_docs import fast_config, prose_doc, read_corpus, write_jsonl
 
 
 def brute_force_jaccard(a: str, b: str, n: int) -> float:
@@ -61,7 +61,9 @@ def test_planted_near_duplicates_removed_across_shards(tmp_path):
         shard_rows[(i + 1) % 3].append({"id": f"near-{i}", "text": " ".join(words), "domain": "web"})
     for k, rows in enumerate(shard_rows):
         write_jsonl(tmp_path / f"in/shard{k}.jsonl", rows) if (tmp_path / "in").exists() else (
-            (tmp_path / "in").mkdir(), write_jsonl(tmp_path / f"in/shard{k}.jsonl", rows))
+            (tmp_path / "in").mkdir(),
+            write_jsonl(tmp_path / f"in/shard{k}.jsonl", rows),
+        )
     out = run_pipeline(fast_config(tmp_path / "in", tmp_path / "out"))
     ids = [r["id"] for r in read_corpus(out)]
     assert len(ids) == len(set(ids))

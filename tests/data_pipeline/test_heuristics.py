@@ -8,15 +8,25 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from data_pipeline.heuristics import (C4Config, FineWebConfig, GopherQualityConfig, HeuristicFilter,
-                                      HeuristicsConfig, _dup_ngram_char_frac, _ngram_hashes, _top_ngram_char_frac, c4_filter,
-                                      fineweb_filter, gopher_quality)
-from data_pipeline.records import Document
-from dp_helpers import prose_doc
+from data_pipeline.heuristics import (
+    C4Config,
+    FineWebConfig,
+    GopherQualityConfig,
+    HeuristicFilter,
+    HeuristicsConfig,
+    _dup_ngram_char_frac,
+    _ngram_hashes,
+    _top_ngram_char_frac,
+    c4_filter,
+    fineweb_filter,
+    gopher_quality,
+)
+from lmforge.formats.corpus import Document
+from tests.support.pipeline_docs import prose_doc
 
 
 def ref_top(words: list[str], n: int) -> float:
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
     if not grams:
         return 0.0
     gram, count = grams.most_common(1)[0]
@@ -26,9 +36,9 @@ def ref_top(words: list[str], n: int) -> float:
 def ref_dup(words: list[str], n: int) -> float:
     seen, covered = set(), [False] * len(words)
     for i in range(len(words) - n + 1):
-        gram = tuple(words[i:i + n])
+        gram = tuple(words[i : i + n])
         if gram in seen:
-            covered[i:i + n] = [True] * n
+            covered[i : i + n] = [True] * n
         seen.add(gram)
     return sum(len(w) for w, c in zip(words, covered) if c) / sum(map(len, words))
 
@@ -64,5 +74,7 @@ def test_rules_fire_on_the_documents_they_target():
     menu = "\n".join(["Home", "About us", "Contact", "Blog"] * 3 + [good])
     d = doc(menu)
     assert c4_filter(d, C4Config()) is None and "About us" not in d.text  # C4 drops unpunctuated lines
-    assert fineweb_filter("\n".join(["Home", "Shop", "Cart", "Help", "A longer line that ends well."]),
-                          FineWebConfig()) == "fineweb_short_line_ratio"
+    assert (
+        fineweb_filter("\n".join(["Home", "Shop", "Cart", "Help", "A longer line that ends well."]), FineWebConfig())
+        == "fineweb_short_line_ratio"
+    )

@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 
 from data_pipeline.langid import LangIdConfig, LanguageDetector, LanguageFilter
-from data_pipeline.records import Document
+from lmforge.formats.corpus import Document
 
 SENTENCES = {
     "de": "Gestern Abend sind wir mit dem Zug nach Hamburg gefahren, weil meine Schwester dort ihren "
-          "Geburtstag gefeiert hat. Das Wetter war leider schlecht, aber das Essen war ausgezeichnet.",
+    "Geburtstag gefeiert hat. Das Wetter war leider schlecht, aber das Essen war ausgezeichnet.",
     "fr": "Hier soir, nous avons pris le train pour Lyon parce que ma sœur y fêtait son anniversaire. "
-          "Le temps était malheureusement mauvais, mais le repas était excellent.",
+    "Le temps était malheureusement mauvais, mais le repas était excellent.",
     "es": "Anoche tomamos el tren a Sevilla porque mi hermana celebraba allí su cumpleaños. "
-          "Por desgracia el tiempo era malo, pero la comida estuvo excelente.",
+    "Por desgracia el tiempo era malo, pero la comida estuvo excelente.",
     "en": "Last night we took the train to Leeds because my sister was celebrating her birthday there. "
-          "The weather was unfortunately bad, but the food was excellent.",
+    "The weather was unfortunately bad, but the food was excellent.",
 }
 
 

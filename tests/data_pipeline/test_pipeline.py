@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from data_pipeline.config import to_pipeline_config
 from data_pipeline.mix import copies, plan_mix
 from data_pipeline.pipeline import run_pipeline
-from dp_helpers import fast_config, prose_doc, read_corpus, write_jsonl
+from lmforge.config_paths import conf_dir
+from tests.support.pipeline_docs import fast_config, prose_doc, read_corpus, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,10 +54,22 @@ def test_kill_9_then_rerun_equals_uninterrupted(tmp_path):
 
     out = tmp_path / "crashed"
     cfg = fast_config(inp, out, **overrides)
-    cmd = [sys.executable, "-m", "data_pipeline", f"input={inp}", f"output={out}", "quality.enabled=false",
-           "content.toxicity.train_classifier=false", "executor.num_workers=1", "report.plot=false",
-           "report.progress=false", "mix.targets.web=0.5", "mix.targets.prose=0.5", "mix.targets.code=0.0",
-           "mix.max_repeats=2.0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_pipeline",
+        f"input={inp}",
+        f"output={out}",
+        "quality.enabled=false",
+        "content.toxicity.train_classifier=false",
+        "executor.num_workers=1",
+        "report.plot=false",
+        "report.progress=false",
+        "mix.targets.web=0.5",
+        "mix.targets.prose=0.5",
+        "mix.targets.code=0.0",
+        "mix.max_repeats=2.0",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     markers = Path(f"{out}.work") / "markers" / "process"
     deadline = time.monotonic() + 120
@@ -73,8 +86,10 @@ def test_kill_9_then_rerun_equals_uninterrupted(tmp_path):
     resumed = run_pipeline(cfg)
     got = corpus_ids(resumed)
     assert got == expected  # same ids, and duplicates would show as a longer list
-    assert json.loads((resumed / "manifest.json").read_text())["counts"] == \
-        json.loads((reference / "manifest.json").read_text())["counts"]
+    assert (
+        json.loads((resumed / "manifest.json").read_text())["counts"]
+        == json.loads((reference / "manifest.json").read_text())["counts"]
+    )
 
 
 def test_corrupt_input_counted_reported_and_run_continues(tmp_path):
@@ -107,17 +122,20 @@ def test_mix_hits_target_ratios_and_caps_repeats():
     assert plan.factors["prose"] == 3  # would need 6x; capped
     written = {d: sum(copies(f"{d}-{i}", plan.factors[d], 0) for i in range(n)) for d, n in available.items()}
     total = sum(written.values())
-    assert abs(written["web"] / total - 9000 * plan.factors["web"] / sum(
-        available[d] * plan.factors[d] for d in available)) < 0.01
+    assert (
+        abs(
+            written["web"] / total - 9000 * plan.factors["web"] / sum(available[d] * plan.factors[d] for d in available)
+        )
+        < 0.01
+    )
     assert abs(written["code"] - 0.2 * 12000) / (0.2 * 12000) < 0.03
     assert written["prose"] == 1800
 
 
 def test_every_pipeline_config_composes_and_rejects_typos():
-    conf_dir = str(REPO / "conf")
-    names = sorted(p.stem for p in (REPO / "conf" / "pipeline").glob("*.yaml"))
+    names = sorted(p.stem for p in (conf_dir() / "pipeline").glob("*.yaml"))
     assert "default" in names and "ray" in names
-    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         for name in names:
             cfg = compose(config_name="pipeline", overrides=[f"pipeline={name}"])
             typed = to_pipeline_config(cfg)

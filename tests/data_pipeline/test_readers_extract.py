@@ -10,19 +10,23 @@ from pathlib import Path
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from data_pipeline.extract import HtmlExtractor, ExtractConfig, extract_text
+from data_pipeline.extract import ExtractConfig, HtmlExtractor, extract_text
 from data_pipeline.readers import DomainLabeler, ReadStats, discover_shards, read_shard
 
-ARTICLE = ("The lighthouse on the northern cape was built in 1854 and guided ships for more than a century. "
-           "Its keepers recorded the weather every four hours, and those notebooks are now kept in the town archive.")
+ARTICLE = (
+    "The lighthouse on the northern cape was built in 1854 and guided ships for more than a century. "
+    "Its keepers recorded the weather every four hours, and those notebooks are now kept in the town archive."
+)
 MENU = ["Home", "Shop", "Newsletter", "Login"]
 
 
 def page(i: int) -> bytes:
     menu = "".join(f"<li><a href='/{m}'>{m}</a></li>" for m in MENU)
-    return (f"<html><head><title>Page {i}</title></head><body><nav><ul>{menu}</ul></nav>"
-            f"<main><article><h1>Story {i}</h1><p>{ARTICLE}</p><p>Paragraph {i} ends here.</p></article></main>"
-            f"<footer>Copyright 2024 | Privacy</footer></body></html>").encode()
+    return (
+        f"<html><head><title>Page {i}</title></head><body><nav><ul>{menu}</ul></nav>"
+        f"<main><article><h1>Story {i}</h1><p>{ARTICLE}</p><p>Paragraph {i} ends here.</p></article></main>"
+        f"<footer>Copyright 2024 | Privacy</footer></body></html>"
+    ).encode()
 
 
 def write_warc(path: Path, n: int) -> list[str]:
@@ -32,8 +36,9 @@ def write_warc(path: Path, n: int) -> list[str]:
         for i in range(n):
             url = f"https://news.example.com/story/{i}"
             headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
-            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(page(i)),
-                                                          http_headers=headers))
+            writer.write_record(
+                writer.create_warc_record(url, "response", payload=io.BytesIO(page(i)), http_headers=headers)
+            )
             urls.append(url)
     return urls
 
@@ -77,16 +82,22 @@ def test_corrupt_inputs_are_counted_and_reading_continues(tmp_path):
     data = (tmp_path / "good.warc.gz").read_bytes()
     # Cut inside the 4th of 6 gzip members: a cut exactly between members is a valid shorter file.
     (tmp_path / "cut.warc.gz").write_bytes(data[: len(data) // 2 + len(data) // 12])
-    (tmp_path / "rows.jsonl.gz").write_bytes(gzip.compress(
-        b'{"id": "a", "text": "fine"}\n{"id": "b", "text": \n{"id": "c", "text": "\xff\xfe"}\n{"id": "d", "text": "ok"}\n'))
+    (tmp_path / "rows.jsonl.gz").write_bytes(
+        gzip.compress(
+            b'{"id": "a", "text": "fine"}\n{"id": "b", "text": \n{"id": "c", "text": "\xff\xfe"}\n{"id": "d", "text": "ok"}\n'
+        )
+    )
     (tmp_path / "latin.txt").write_bytes(b"caf\xe9 au lait")
     stats = ReadStats()
     docs = [d for s in discover_shards([tmp_path]) for d in read_shard(s, DomainLabeler([], "web"), stats)]
     ids = {d.id for d in docs}
     assert {"a", "d"} <= ids and not {"b", "c"} & ids
     # A cut inside a record header may also count that record as invalid.
-    assert {k: v for k, v in stats.corrupt.items() if k != "invalid_warc_record"} == \
-        {"truncated_gzip": 1, "invalid_jsonl": 1, "undecodable_bytes": 2}
+    assert {k: v for k, v in stats.corrupt.items() if k != "invalid_warc_record"} == {
+        "truncated_gzip": 1,
+        "invalid_jsonl": 1,
+        "undecodable_bytes": 2,
+    }
     n_cut = sum(d.source.endswith("cut.warc.gz") for d in docs)
     assert 0 < n_cut < 6  # records before the cut survive
 

@@ -11,13 +11,26 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-MINIMAL = ["steps.pretrain=6", "steps.sft=4", "steps.dpo=3", "steps.rl=2", "steps.cai_prompts=2", "steps.cai_train=2",
-           "eval_tasks_n=4", "wandb=false"]
+MINIMAL = [
+    "steps.pretrain=6",
+    "steps.sft=4",
+    "steps.dpo=3",
+    "steps.rl=2",
+    "steps.cai_prompts=2",
+    "steps.cai_train=2",
+    "eval_tasks_n=4",
+    "wandb=false",
+]
 
 
 def _run(out: Path) -> str:
-    proc = subprocess.run([sys.executable, "scripts/pipeline.py", f"out_dir={out}", *MINIMAL], cwd=REPO,
-                          capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(
+        [sys.executable, "scripts/pipeline.py", f"out_dir={out}", *MINIMAL],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
 
@@ -25,7 +38,7 @@ def _run(out: Path) -> str:
 @pytest.mark.slow
 def test_pipeline_artifacts_lineage_and_rerun(tmp_path):
     sys.path.insert(0, str(REPO / "src"))
-    from lmforge.e2e.steps import CHECKPOINTS
+    from e2e.steps import CHECKPOINTS
 
     out = tmp_path / "e2e"
     _run(out)
@@ -56,8 +69,14 @@ def test_missing_benchmarks_fail_before_any_step(tmp_path):
     """Without the benchmark files the eval steps would fail after all the training: the job
     refuses at once, naming the folders and LMFORGE_BENCHMARKS, and writes no artifact."""
     env = {**os.environ, "LMFORGE_BENCHMARKS": str(tmp_path / "nowhere")}
-    proc = subprocess.run([sys.executable, "scripts/pipeline.py", f"out_dir={tmp_path / 'out'}", *MINIMAL], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "scripts/pipeline.py", f"out_dir={tmp_path / 'out'}", *MINIMAL],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode != 0
     assert f"{tmp_path / 'nowhere' / 'mmlu'}" in proc.stderr and "LMFORGE_BENCHMARKS" in proc.stderr
     assert not (tmp_path / "out" / "corpus").exists() and not (tmp_path / "out" / "logs").exists()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.e2e.runner import Step, StepFailed, run_steps
+from e2e.runner import Step, StepFailed, run_steps
 
 
 def _writer(out: Path, text: str) -> list[str]:
@@ -47,8 +47,12 @@ def test_changed_step_reruns_it_and_its_children(tmp_path):
 
 def test_failure_names_the_step_and_keeps_earlier_work(tmp_path):
     steps = _steps(tmp_path) + [
-        Step("boom", [sys.executable, "-c", "print('bad input in x.yaml'); raise SystemExit(3)"],
-             tmp_path / "boom", parents=["b"]),
+        Step(
+            "boom",
+            [sys.executable, "-c", "print('bad input in x.yaml'); raise SystemExit(3)"],
+            tmp_path / "boom",
+            parents=["b"],
+        ),
     ]
     with pytest.raises(StepFailed, match=r"step 'boom' failed: exit code 3(.|\n)*bad input in x.yaml"):
         run_steps(steps, tmp_path / "logs")

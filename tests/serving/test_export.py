@@ -12,28 +12,43 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from lmforge.formats.eval_report import write_report
 from lmforge.hf import load_hf
 from serving.export import ExportConfig, GateRefusedError, run_export
-from tests.serving.conftest import HELD_OUT, PROMPT_TOKENS
+from tests.support.memorised import HELD_OUT, PROMPT_TOKENS
 
 QUANTS = ["int8wo", "w8a8", "w4a16", "fp8"]
 # Max |logit| difference between the transformers-loaded export and the fp32 checkpoint: twice what was
 # measured on the memorised fixture (|logits| <= ~12): bf16 0.020, int8wo 0.046, w8a8 0.098,
 # w4a16 0.55, fp8 0.17.
 LOGIT_TOLERANCE = {"int8wo": 0.1, "w8a8": 0.2, "w4a16": 1.1, "fp8": 0.35}
-LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+LINEARS = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+]
 
 
 def torchao_reference_config(quant: str):
     """The torchao configs the issue names, built here independently of serving.quantize."""
-    from torchao.quantization import (Float8WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig,
-                                      Int8WeightOnlyConfig, IntxWeightOnlyConfig)
+    from torchao.quantization import (
+        Float8WeightOnlyConfig,
+        Int8DynamicActivationInt8WeightConfig,
+        Int8WeightOnlyConfig,
+        IntxWeightOnlyConfig,
+    )
     from torchao.quantization.granularity import PerGroup
 
-    return {"int8wo": Int8WeightOnlyConfig(), "w8a8": Int8DynamicActivationInt8WeightConfig(),
-            "w4a16": IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(128)),
-            "fp8": Float8WeightOnlyConfig()}[quant]
+    return {
+        "int8wo": Int8WeightOnlyConfig(),
+        "w8a8": Int8DynamicActivationInt8WeightConfig(),
+        "w4a16": IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(128)),
+        "fp8": Float8WeightOnlyConfig(),
+    }[quant]
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +77,11 @@ def fixture_ids(memorised_checkpoint) -> torch.Tensor:
 
 @pytest.mark.parity
 def test_dense_fp32_export_logits_match_transformers(memorised_checkpoint, reference_model, tmp_path):
-    out = run_export(ExportConfig(ckpt=str(memorised_checkpoint.path), quant="none", dtype="float32",
-                                  out=str(tmp_path / "fp32"), report=False))
+    out = run_export(
+        ExportConfig(
+            ckpt=str(memorised_checkpoint.path), quant="none", dtype="float32", out=str(tmp_path / "fp32"), report=False
+        )
+    )
     ids = fixture_ids(memorised_checkpoint)
     with torch.no_grad():
         torch.testing.assert_close(hf_load(out)(ids).logits, reference_model(ids), atol=1e-5, rtol=0)
@@ -82,8 +100,15 @@ def test_dense_bf16_export_logits_within_the_bf16_error_bound(memorised_checkpoi
     and AVX-512 kernels alike; a flat atol of 0.05 sat just above the 0.045-0.047 half-ulp floor
     (|z| reaches 12, where a bf16 ulp is 0.0625) and failed about 2 runs in 9.
     """
-    out = run_export(ExportConfig(ckpt=str(memorised_checkpoint.path), quant="none", dtype="bfloat16",
-                                  out=str(tmp_path / "bf16"), report=False))
+    out = run_export(
+        ExportConfig(
+            ckpt=str(memorised_checkpoint.path),
+            quant="none",
+            dtype="bfloat16",
+            out=str(tmp_path / "bf16"),
+            report=False,
+        )
+    )
     ids = fixture_ids(memorised_checkpoint)
     captured = {}
     hook = reference_model.norm.register_forward_hook(lambda module, args, output: captured.update(h=output))
@@ -102,8 +127,11 @@ def test_dense_bf16_export_logits_within_the_bf16_error_bound(memorised_checkpoi
 
 
 def test_sharded_export_reloads(memorised_checkpoint, reference_model, tmp_path):
-    out = run_export(ExportConfig(ckpt=str(memorised_checkpoint.path), quant="w4a16", out=str(tmp_path),
-                                  max_shard_size="100KB", report=False))
+    out = run_export(
+        ExportConfig(
+            ckpt=str(memorised_checkpoint.path), quant="w4a16", out=str(tmp_path), max_shard_size="100KB", report=False
+        )
+    )
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1
     assert "model.layers.0.mlp.down_proj.weight_packed" in index["weight_map"]
@@ -146,8 +174,11 @@ def test_tensors_follow_contract_and_equal_torchao(exports, memorised_checkpoint
 
     tensors = load_file(str(exports / quant / "model.safetensors"))
     ao_model = copy.deepcopy(reference_model).to(torch.bfloat16)
-    quantize_(ao_model, torchao_reference_config(quant), filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear)
-              and fqn != "lm_head")
+    quantize_(
+        ao_model,
+        torchao_reference_config(quant),
+        filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn != "lm_head",
+    )
     cfg = memorised_checkpoint.config
     assert tensors["model.embed_tokens.weight"].dtype == torch.bfloat16
     assert tensors["lm_head.weight"].dtype == torch.bfloat16  # ignored by quantization
@@ -183,8 +214,11 @@ def test_transformers_reloads_quantized_export(exports, memorised_checkpoint, re
 
     hf_model = hf_load(exports / quant)
     ao_model = copy.deepcopy(reference_model).to(torch.bfloat16)
-    quantize_(ao_model, torchao_reference_config(quant), filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear)
-              and fqn != "lm_head")
+    quantize_(
+        ao_model,
+        torchao_reference_config(quant),
+        filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn != "lm_head",
+    )
     ids = fixture_ids(memorised_checkpoint)
     with torch.no_grad():  # packed formats decompress on the first forward
         diff = (hf_model(ids).logits - reference_model(ids)).abs().max().item()
@@ -195,8 +229,13 @@ def test_transformers_reloads_quantized_export(exports, memorised_checkpoint, re
     assert diff < LOGIT_TOLERANCE[quant], f"{quant}: max logit difference {diff:.3f}"
     for sequence in memorised_checkpoint.sequences:
         prompt = torch.tensor([sequence[:PROMPT_TOKENS]])
-        out = hf_model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                                max_new_tokens=len(sequence) - PROMPT_TOKENS, pad_token_id=0)
+        out = hf_model.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            do_sample=False,
+            max_new_tokens=len(sequence) - PROMPT_TOKENS,
+            pad_token_id=0,
+        )
         assert out[0].tolist()[: len(sequence)] == sequence, f"{quant} lost a memorised sentence"
 
 
@@ -232,21 +271,24 @@ def test_manifest_names_parent_and_fingerprints(exports, memorised_checkpoint):
     assert manifest["weights_sha256"] == {"model.safetensors": hashlib.sha256(weights.read_bytes()).hexdigest()}
     assert manifest["quant"] == "w4a16" and manifest["format"] == "compressed-tensors"
     assert json.loads((exports / "w4a16" / "generation_config.json").read_text())["eos_token_id"] == [
-        memorised_checkpoint.tokenizer.end_of_turn_id, memorised_checkpoint.tokenizer.eos_id]
+        memorised_checkpoint.tokenizer.end_of_turn_id,
+        memorised_checkpoint.tokenizer.eos_id,
+    ]
     assert "chat_template" in json.loads((exports / "w4a16" / "tokenizer_config.json").read_text())
 
 
 def _write_gate_report(directory: Path, passed: bool) -> Path:
     directory.mkdir(parents=True)
     gate = {"passed": passed, "reasons": [] if passed else ["safety.refusal_rate 0.40 < min 0.90"], "checks": []}
-    (directory / "report.json").write_text(json.dumps({"gate": gate}))
+    write_report(directory, {"gate": gate})
     return directory
 
 
 def test_failed_gate_refuses_unless_forced(memorised_checkpoint, tmp_path):
     report = _write_gate_report(tmp_path / "report", passed=False)
-    cfg = ExportConfig(ckpt=str(memorised_checkpoint.path), out=str(tmp_path / "out"), gate_report=str(report),
-                       report=False)
+    cfg = ExportConfig(
+        ckpt=str(memorised_checkpoint.path), out=str(tmp_path / "out"), gate_report=str(report), report=False
+    )
     with pytest.raises(GateRefusedError, match="refusal_rate"):
         run_export(cfg)
     assert not (tmp_path / "out" / "model.safetensors").exists()
@@ -256,8 +298,11 @@ def test_failed_gate_refuses_unless_forced(memorised_checkpoint, tmp_path):
 
 
 def test_torchao_format_reloads_in_transformers(memorised_checkpoint, reference_model, tmp_path):
-    out = run_export(ExportConfig(ckpt=str(memorised_checkpoint.path), quant="int8wo", format="torchao",
-                                  out=str(tmp_path), report=False))
+    out = run_export(
+        ExportConfig(
+            ckpt=str(memorised_checkpoint.path), quant="int8wo", format="torchao", out=str(tmp_path), report=False
+        )
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "torchao"
     assert not list(out.glob("*.bin"))
@@ -269,8 +314,11 @@ def test_torchao_format_reloads_in_transformers(memorised_checkpoint, reference_
 
 @pytest.mark.slow
 def test_quality_report_table(memorised_checkpoint, tmp_path):
-    out = run_export(ExportConfig(ckpt=str(memorised_checkpoint.path), quant="all", out=str(tmp_path),
-                                  val_texts=HELD_OUT, probe_new_tokens=8))
+    out = run_export(
+        ExportConfig(
+            ckpt=str(memorised_checkpoint.path), quant="all", out=str(tmp_path), val_texts=HELD_OUT, probe_new_tokens=8
+        )
+    )
     rows = {row["quant"]: row for row in json.loads((out / "quality.json").read_text())}
     assert set(rows) == {"checkpoint (fp32)", "none", *QUANTS}
     for quant in ["none", *QUANTS]:

@@ -20,8 +20,19 @@ def _export(tmp_path, quantization_config=None, dtype="bfloat16"):
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    for flag in ["--model-path", "--tokenizer-path", "--dtype", "--tp-size", "--api-key", "--host", "--port",
-                 "--served-model-name", "--mem-fraction-static", "--context-length", "--quantization"]:
+    for flag in [
+        "--model-path",
+        "--tokenizer-path",
+        "--dtype",
+        "--tp-size",
+        "--api-key",
+        "--host",
+        "--port",
+        "--served-model-name",
+        "--mem-fraction-static",
+        "--context-length",
+        "--quantization",
+    ]:
         parser.add_argument(flag)
     parser.add_argument("--enable-metrics", action="store_true")
     return parser.parse_args(argv)
@@ -29,13 +40,26 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def test_command_has_expected_flags(tmp_path):
     export = _export(tmp_path, {"quant_method": "compressed-tensors", "format": "pack-quantized"})
-    cfg = LaunchConfig(export=str(export), python="/venvs/sglang/bin/python", host="0.0.0.0", port=31000,
-                       tp_size=2, mem_fraction_static=0.8, extra_args=["--enable-metrics"])
+    cfg = LaunchConfig(
+        export=str(export),
+        python="/venvs/sglang/bin/python",
+        host="0.0.0.0",
+        port=31000,
+        tp_size=2,
+        mem_fraction_static=0.8,
+        extra_args=["--enable-metrics"],
+    )
     argv = build_sglang_command(cfg, api_key="secret")
     assert argv[:3] == ["/venvs/sglang/bin/python", "-m", "sglang.launch_server"]
     args = _parse(argv[3:])
     assert args.model_path == args.tokenizer_path == str(export.resolve())
-    assert (args.dtype, args.tp_size, args.api_key, args.host, args.port) == ("bfloat16", "2", "secret", "0.0.0.0", "31000")
+    assert (args.dtype, args.tp_size, args.api_key, args.host, args.port) == (
+        "bfloat16",
+        "2",
+        "secret",
+        "0.0.0.0",
+        "31000",
+    )
     assert args.served_model_name == export.name and args.mem_fraction_static == "0.8" and args.enable_metrics
     assert args.quantization is None and args.context_length is None  # auto-detected from config.json
 

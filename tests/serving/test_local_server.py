@@ -13,7 +13,7 @@ import uvicorn
 
 from lmforge.generate import SamplingConfig, generate
 from serving.local import LocalServerConfig, build_app
-from tests.serving.conftest import MEMORISED
+from tests.support.memorised import MEMORISED
 
 API_KEY = "test-key-123"
 
@@ -57,8 +57,11 @@ def test_health_and_models(server):
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}])
 def test_wrong_or_missing_key_is_refused(server, headers):
     base, _ = server
-    for method, path, body in [("GET", "/v1/models", None), ("POST", "/v1/completions", {"prompt": "x"}),
-                               ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})]:
+    for method, path, body in [
+        ("GET", "/v1/models", None),
+        ("POST", "/v1/completions", {"prompt": "x"}),
+        ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ]:
         assert httpx.request(method, f"{base}{path}", json=body, headers=headers).status_code == 401
 
 
@@ -68,15 +71,23 @@ def test_greedy_completion_equals_direct_generate(server, memorised_checkpoint):
 
     base, _ = server
     prompt = "The quick brown fox"
-    response = httpx.post(f"{base}/v1/completions", headers=_auth(), timeout=60,
-                          json={"prompt": [prompt, "Serving a model"], "max_tokens": 12, "temperature": 0})
+    response = httpx.post(
+        f"{base}/v1/completions",
+        headers=_auth(),
+        timeout=60,
+        json={"prompt": [prompt, "Serving a model"], "max_tokens": 12, "temperature": 0},
+    )
     body = response.json()
     assert response.status_code == 200 and body["object"] == "text_completion"
     loaded = load_served_model(memorised_checkpoint.path)
     tokenizer = loaded.tokenizer
     prompts = [tokenizer.encode(prompt, add_bos=True), tokenizer.encode("Serving a model", add_bos=True)]
-    direct = generate(loaded.model, prompts, SamplingConfig(max_new_tokens=12, temperature=0.0,
-                                                            stop_token_ids=(tokenizer.eos_id,)), tokenizer.pad_id)
+    direct = generate(
+        loaded.model,
+        prompts,
+        SamplingConfig(max_new_tokens=12, temperature=0.0, stop_token_ids=(tokenizer.eos_id,)),
+        tokenizer.pad_id,
+    )
     assert [c["text"] for c in body["choices"]] == [tokenizer.decode(ids) for ids in direct.completions]
     assert (prompt + body["choices"][0]["text"]).startswith(MEMORISED[0][:40])  # the memorised sentence
     assert body["usage"]["prompt_tokens"] == sum(map(len, prompts))
@@ -85,9 +96,12 @@ def test_greedy_completion_equals_direct_generate(server, memorised_checkpoint):
 
 def test_chat_completion_shape_and_stop_string(server):
     base, _ = server
-    body = httpx.post(f"{base}/v1/chat/completions", headers=_auth(), timeout=60,
-                      json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8,
-                            "temperature": 0}).json()
+    body = httpx.post(
+        f"{base}/v1/chat/completions",
+        headers=_auth(),
+        timeout=60,
+        json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8, "temperature": 0},
+    ).json()
     message = body["choices"][0]["message"]
     assert message["role"] == "assistant" and isinstance(message["content"], str)
     assert body["choices"][0]["finish_reason"] in ("stop", "length")
@@ -103,15 +117,18 @@ def test_bad_request_is_400(server):
 
 
 def test_project_client_against_local_server(server):
-    """`serving.client.OpenAIClient` (as lmforge.eval.judge calls it) talks to serving.local."""
-    import serving.client as client_module
+    """`lmforge.client.OpenAIClient` (as lmforge.eval.judge calls it) talks to serving.local."""
+    import lmforge.client as client_module
 
     base, _ = server
     client = client_module.OpenAIClient(base_url=f"{base}/v1", api_key=API_KEY, timeout=60, max_retries=0)
     reply = client.chat([{"role": "user", "content": "hello"}], temperature=0.0, max_tokens=8)
-    expected = httpx.post(f"{base}/v1/chat/completions", headers=_auth(), timeout=60,
-                          json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8,
-                                "temperature": 0}).json()["choices"][0]["message"]["content"]
+    expected = httpx.post(
+        f"{base}/v1/chat/completions",
+        headers=_auth(),
+        timeout=60,
+        json={"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8, "temperature": 0},
+    ).json()["choices"][0]["message"]["content"]
     assert reply == expected  # greedy: the client returns exactly the server's message
     wrong = client_module.OpenAIClient(base_url=f"{base}/v1", api_key="wrong", timeout=60, max_retries=0)
     with pytest.raises(Exception, match="401"):

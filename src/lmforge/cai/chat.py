@@ -1,5 +1,5 @@
 """Who answers the CAI conversations: our own model through `lmforge.generate`, or any
-OpenAI-compatible endpoint through `serving.client`. Both take a batch of conversations and
+OpenAI-compatible endpoint through `lmforge.client`. Both take a batch of conversations and
 return one reply per conversation, in order."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class LocalChatModel:
 class EndpointChatModel:
     """Replies from an OpenAI-compatible `/v1/chat/completions` server (SGLang, vLLM, an API)."""
 
-    client: object  # serving.client.OpenAIClient
+    client: object  # lmforge.client.OpenAIClient
     model_name: str
     temperature: float = 0.0
     max_tokens: int = 256
@@ -73,7 +73,9 @@ class EndpointChatModel:
 
     def reply(self, conversations: Sequence[Conversation]) -> list[str]:
         replies = self.client.chat_many(
-            [list(c) for c in conversations], model=self.model_name, temperature=self.temperature,
+            [list(c) for c in conversations],
+            model=self.model_name,
+            temperature=self.temperature,
             max_tokens=self.max_tokens,
         )
         return [r.strip() for r in replies]

@@ -53,13 +53,15 @@ def critique_and_revise(
         revisions = model.reply(conversations)
         for i, (conversation, principle, revision) in enumerate(zip(conversations, principles, revisions)):
             conversation.append({"role": "assistant", "content": revision})
-            steps[i].append({
-                "principle": principle.name,
-                "critique_request": principle.critique_request,
-                "critique": critiques[i],
-                "revision_request": principle.revision_request,
-                "revision": revision,
-            })
+            steps[i].append(
+                {
+                    "principle": principle.name,
+                    "critique_request": principle.critique_request,
+                    "critique": critiques[i],
+                    "revision_request": principle.revision_request,
+                    "revision": revision,
+                }
+            )
     return [
         {
             "id": prompt.id,

@@ -59,13 +59,14 @@ class Judge(Protocol):
 
 
 def judge_conversation(prompt: str, principle: Principle, option_a: str, option_b: str) -> Conversation:
-    text = JUDGE_TEMPLATE.format(prompt=prompt, question=principle.preference_question, option_a=option_a,
-                                 option_b=option_b)
+    text = JUDGE_TEMPLATE.format(
+        prompt=prompt, question=principle.preference_question, option_a=option_a, option_b=option_b
+    )
     return [{"role": "user", "content": text}]
 
 
 def parse_option(reply: str) -> str | None:
-    """"A" or "B" from "(A)" / "(B)" (or a bare leading A/B); None when absent or both appear."""
+    """ "A" or "B" from "(A)" / "(B)" (or a bare leading A/B); None when absent or both appear."""
     found = {a or b for a, b in _OPTION_RE.findall(reply)}
     return found.pop() if len(found) == 1 else None
 
@@ -84,15 +85,23 @@ class LogprobJudge:
     def judge(self, comparisons: Sequence[Comparison]) -> list[Verdict]:
         verdicts = []
         for c in comparisons:
-            shown_first = completion_logprobs(self.model, self.tokenizer,
-                                              judge_conversation(c.prompt, c.principle, c.first, c.second), OPTIONS)
-            shown_second = completion_logprobs(self.model, self.tokenizer,
-                                               judge_conversation(c.prompt, c.principle, c.second, c.first), OPTIONS)
+            shown_first = completion_logprobs(
+                self.model, self.tokenizer, judge_conversation(c.prompt, c.principle, c.first, c.second), OPTIONS
+            )
+            shown_second = completion_logprobs(
+                self.model, self.tokenizer, judge_conversation(c.prompt, c.principle, c.second, c.first), OPTIONS
+            )
             p_as_a = _softmax2(*shown_first)  # first answer shown as (A)
             p_as_b = 1.0 - _softmax2(*shown_second)  # first answer shown as (B)
-            verdicts.append(Verdict((p_as_a + p_as_b) / 2, {
-                "logprobs_first_as_a": shown_first, "logprobs_first_as_b": shown_second,
-            }))
+            verdicts.append(
+                Verdict(
+                    (p_as_a + p_as_b) / 2,
+                    {
+                        "logprobs_first_as_a": shown_first,
+                        "logprobs_first_as_b": shown_second,
+                    },
+                )
+            )
         return verdicts
 
 
@@ -112,14 +121,25 @@ class TextJudge:
             reply_first_as_a, reply_first_as_b = replies[2 * i], replies[2 * i + 1]
             vote_a = {"A": 1.0, "B": 0.0}.get(parse_option(reply_first_as_a), 0.5)
             vote_b = {"B": 1.0, "A": 0.0}.get(parse_option(reply_first_as_b), 0.5)
-            verdicts.append(Verdict((vote_a + vote_b) / 2, {
-                "reply_first_as_a": reply_first_as_a, "reply_first_as_b": reply_first_as_b,
-            }))
+            verdicts.append(
+                Verdict(
+                    (vote_a + vote_b) / 2,
+                    {
+                        "reply_first_as_a": reply_first_as_a,
+                        "reply_first_as_b": reply_first_as_b,
+                    },
+                )
+            )
         return verdicts
 
 
-def comparisons_for(critiques: Sequence[dict], constitution: Constitution, pair_source: str, seed: int,
-                    samples: dict[str, tuple[str, str]] | None = None) -> list[Comparison]:
+def comparisons_for(
+    critiques: Sequence[dict],
+    constitution: Constitution,
+    pair_source: str,
+    seed: int,
+    samples: dict[str, tuple[str, str]] | None = None,
+) -> list[Comparison]:
     """One comparison per prompt under a principle sampled per prompt.
 
     pair_source "revision": the initial answer against the final revision (which one wins is the
@@ -138,8 +158,9 @@ def comparisons_for(critiques: Sequence[dict], constitution: Constitution, pair_
     return out
 
 
-def comparison_records(judge: Judge, comparisons: Sequence[Comparison], min_margin: float,
-                       pair_source: str) -> list[dict]:
+def comparison_records(
+    judge: Judge, comparisons: Sequence[Comparison], min_margin: float, pair_source: str
+) -> list[dict]:
     """Audit records; `chosen`/`rejected` are None when the judge is undecided or the answers are equal."""
     verdicts = judge.judge(comparisons)
     records = []
@@ -148,19 +169,21 @@ def comparison_records(judge: Judge, comparisons: Sequence[Comparison], min_marg
         chosen = rejected = None
         if c.first.strip() != c.second.strip() and abs(p - 0.5) > min_margin:
             chosen, rejected = (c.first, c.second) if p > 0.5 else (c.second, c.first)
-        records.append({
-            "id": c.id,
-            "prompt": c.prompt,
-            "principle": c.principle.name,
-            "preference_question": c.principle.preference_question,
-            "pair_source": pair_source,
-            "first": c.first,
-            "second": c.second,
-            "p_first_better": p,
-            "preference_probability": max(p, 1.0 - p),
-            "chosen": chosen,
-            "rejected": rejected,
-            "judge": judge.name,
-            "judge_details": verdict.details,
-        })
+        records.append(
+            {
+                "id": c.id,
+                "prompt": c.prompt,
+                "principle": c.principle.name,
+                "preference_question": c.principle.preference_question,
+                "pair_source": pair_source,
+                "first": c.first,
+                "second": c.second,
+                "p_first_better": p,
+                "preference_probability": max(p, 1.0 - p),
+                "chosen": chosen,
+                "rejected": rejected,
+                "judge": judge.name,
+                "judge_details": verdict.details,
+            }
+        )
     return records

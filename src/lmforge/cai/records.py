@@ -71,8 +71,11 @@ def load_prompts(sources: Sequence[str], limit: int | None = None) -> list[Promp
             if prompt_id in seen:
                 raise ValueError(f"{path}:{lineno}: prompt id {prompt_id!r} already used in {seen[prompt_id]}")
             seen[prompt_id] = f"{path}:{lineno}"
-            prompts.append(PromptRecord(prompt_id, text.strip(), str(record.get("category", "")),
-                                        str(record.get("set", path.stem))))
+            prompts.append(
+                PromptRecord(
+                    prompt_id, text.strip(), str(record.get("category", "")), str(record.get("set", path.stem))
+                )
+            )
         if bad:
             log.warning("%s: skipped %d corrupt prompt line(s) (first at lines %s)", path, len(bad), bad[:5])
     return prompts[:limit] if limit is not None else prompts
@@ -94,8 +97,9 @@ class AppendOnlyLog:
         if raw and not raw.endswith(b"\n"):
             # A crash mid-write leaves a partial last line; cut it so appends start on a fresh line.
             keep = raw.rfind(b"\n") + 1
-            log.warning("%s: dropping a partial last record (%d bytes) left by an interrupted run",
-                        self.path, len(raw) - keep)
+            log.warning(
+                "%s: dropping a partial last record (%d bytes) left by an interrupted run", self.path, len(raw) - keep
+            )
             with self.path.open("r+b") as f:
                 f.truncate(keep)
             raw = raw[:keep]
@@ -129,6 +133,7 @@ class AppendOnlyLog:
 def split_by_id(records: Sequence[dict], val_fraction: float) -> tuple[list[dict], list[dict]]:
     """Deterministic train/val split from a hash of each id (stable as the logs grow); at least
     one validation record whenever there are two or more, because the stages need a val set."""
+
     def bucket(record: dict) -> float:
         return int(hashlib.sha256(str(record["id"]).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 

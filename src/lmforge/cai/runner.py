@@ -24,7 +24,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,64 +45,17 @@ from lmforge.cai.records import (
     write_preference_files,
     write_sft_files,
 )
-from lmforge.checkpoint import MANIFEST_FILE, load_for_inference
+from lmforge.checkpoint import load_for_inference
+from lmforge.config_paths import conf_dir
+from lmforge.config_schema import CAIConfig, CAINodeConfig, EndpointConfig
+from lmforge.formats.checkpoint_meta import MANIFEST as MANIFEST_FILE
+from lmforge.formats.checkpoint_meta import read_run_manifest, write_run_manifest
 from lmforge.generate import SamplingConfig
 from lmforge.tokenizer import Tokenizer, check_fingerprint
 
 log = logging.getLogger(__name__)
 
-GENERATORS = ("self", "endpoint")
-JUDGES = ("self_logprob", "self_text", "endpoint")
-from lmforge.config_paths import conf_dir  # noqa: E402  (the config tree, editable or wheel)
-
 CONF_DIR = conf_dir()
-
-
-@dataclass
-class EndpointConfig:
-    """An OpenAI-compatible server (`serving.client.OpenAIClient`); the key is read from an env var."""
-
-    base_url: str = "http://127.0.0.1:30000/v1"
-    model: str = "default"
-    api_key_env: str = "LMFORGE_API_KEY"
-    timeout_s: float = 120.0
-    max_retries: int = 3
-    concurrency: int = 8
-    max_tokens: int = 256
-
-
-@dataclass
-class CAIConfig:
-    data_dir: str
-    constitution: str = "default"  # packaged name or path to a YAML file
-    prompt_sets: list[str] = field(default_factory=lambda: ["red_team", "helpful"])
-    limit: int | None = None  # at most this many prompts (in file order)
-    rounds: int = 1  # critique -> revision rounds per prompt, each with a freshly sampled principle
-    seed: int = 0
-    device: str = "auto"
-    batch_size: int = 16  # prompts per generation batch and per append to the audit logs
-    max_new_tokens: int = 64
-    temperature: float = 0.7
-    top_k: int = 0
-    top_p: float = 0.95
-    generator: str = "self"  # self | endpoint: who answers, critiques and revises
-    judge: str = "self_logprob"  # self_logprob | self_text | endpoint
-    pair_source: str = "revision"  # revision: initial vs revised answer | samples: two fresh answers
-    min_margin: float = 0.0  # keep a pair only when |P(first better) - 1/2| > min_margin
-    val_fraction: float = 0.1
-    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
-    run_sft: bool = True
-    run_dpo: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.endpoint, dict):
-            self.endpoint = EndpointConfig(**self.endpoint)
-        if self.generator not in GENERATORS:
-            raise ValueError(f"cai.generator={self.generator!r}; expected one of {GENERATORS}")
-        if self.judge not in JUDGES:
-            raise ValueError(f"cai.judge={self.judge!r}; expected one of {JUDGES}")
-        if self.pair_source not in ("revision", "samples"):
-            raise ValueError(f"cai.pair_source={self.pair_source!r}; expected 'revision' or 'samples'")
 
 
 # Merge blocks for the two training steps, not fields of the generation config.
@@ -110,12 +63,10 @@ STEP_BLOCKS = ("sft", "dpo")
 
 
 def cai_config_from(node: DictConfig) -> CAIConfig:
-    values = OmegaConf.to_container(node, resolve=True)
-    known = {f.name for f in fields(CAIConfig)}
-    unknown = sorted(set(values) - known - set(STEP_BLOCKS))
-    if unknown:
-        raise ValueError(f"unknown key(s) {[f'cai.{k}' for k in unknown]}; CAIConfig has {sorted(known)}")
-    return CAIConfig(**{k: v for k, v in values.items() if k in known})
+    """The generation config of a `cai` node; the node's schema (`CAINodeConfig`) names any unknown key."""
+    resolved = OmegaConf.to_container(node, resolve=True)  # interpolations point outside the node
+    values = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(CAINodeConfig), resolved))
+    return CAIConfig(**{k: v for k, v in values.items() if k not in STEP_BLOCKS})
 
 
 def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -129,12 +80,19 @@ def pick_device(device: str) -> str:
 
 
 def endpoint_chat(cfg: EndpointConfig, temperature: float, max_tokens: int) -> EndpointChatModel:
-    from serving.client import OpenAIClient
+    from lmforge.client import OpenAIClient
 
-    client = OpenAIClient(cfg.base_url, api_key=os.environ.get(cfg.api_key_env), timeout=cfg.timeout_s,
-                          max_retries=cfg.max_retries, max_concurrency=cfg.concurrency, model=cfg.model)
-    return EndpointChatModel(client, cfg.model, temperature=temperature, max_tokens=max_tokens,
-                             name=f"endpoint:{cfg.model}@{cfg.base_url}")
+    client = OpenAIClient(
+        cfg.base_url,
+        api_key=os.environ.get(cfg.api_key_env),
+        timeout=cfg.timeout_s,
+        max_retries=cfg.max_retries,
+        max_concurrency=cfg.concurrency,
+        model=cfg.model,
+    )
+    return EndpointChatModel(
+        client, cfg.model, temperature=temperature, max_tokens=max_tokens, name=f"endpoint:{cfg.model}@{cfg.base_url}"
+    )
 
 
 def build_models(cfg: CAIConfig, init_from: str | None, tokenizer_path: str) -> tuple[ChatModel, Judge]:
@@ -148,8 +106,9 @@ def build_models(cfg: CAIConfig, init_from: str | None, tokenizer_path: str) -> 
         tokenizer = Tokenizer.load(tokenizer_path)
         if loaded.tokenizer is not None:
             check_fingerprint(loaded.tokenizer.fingerprint, tokenizer.fingerprint, f"init_from={init_from}")
-        sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                  top_k=cfg.top_k, top_p=cfg.top_p)
+        sampling = SamplingConfig(
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p
+        )
         local = LocalChatModel(loaded.model, tokenizer, sampling, cfg.batch_size, name=f"self:{init_from}")
         judge_model = loaded.model
     generator = local if cfg.generator == "self" else endpoint_chat(cfg.endpoint, cfg.temperature, cfg.max_new_tokens)
@@ -157,23 +116,33 @@ def build_models(cfg: CAIConfig, init_from: str | None, tokenizer_path: str) -> 
         judge: Judge = LogprobJudge(judge_model, local.tokenizer)
     elif cfg.judge == "self_text":
         greedy = SamplingConfig(max_new_tokens=8, temperature=0.0)
-        judge = TextJudge(LocalChatModel(judge_model, local.tokenizer, greedy, cfg.batch_size, name="self-text"),
-                          name="self-text")
+        judge = TextJudge(
+            LocalChatModel(judge_model, local.tokenizer, greedy, cfg.batch_size, name="self-text"), name="self-text"
+        )
     else:
-        judge = TextJudge(endpoint_chat(cfg.endpoint, 0.0, cfg.endpoint.max_tokens), name=f"endpoint:{cfg.endpoint.model}")
+        judge = TextJudge(
+            endpoint_chat(cfg.endpoint, 0.0, cfg.endpoint.max_tokens), name=f"endpoint:{cfg.endpoint.model}"
+        )
     return generator, judge
 
 
 # ---------------------------------------------------------------- data generation
-def generate_cai_data(generator: ChatModel, judge: Judge, prompts: Sequence[PromptRecord],
-                      constitution: Constitution, cfg: CAIConfig, data_dir: Path) -> dict[str, Any]:
+def generate_cai_data(
+    generator: ChatModel,
+    judge: Judge,
+    prompts: Sequence[PromptRecord],
+    constitution: Constitution,
+    cfg: CAIConfig,
+    data_dir: Path,
+) -> dict[str, Any]:
     """Fill the audit logs (skipping ids already there), then rewrite the SFT and DPO files."""
     data_dir.mkdir(parents=True, exist_ok=True)
     critiques = AppendOnlyLog(data_dir / CRITIQUES_FILE)
     todo = [p for p in prompts if p.id not in critiques.done]
     if len(todo) < len(prompts):
-        log.info("resuming: %d of %d prompts already critiqued in %s", len(prompts) - len(todo), len(prompts),
-                 critiques.path)
+        log.info(
+            "resuming: %d of %d prompts already critiqued in %s", len(prompts) - len(todo), len(prompts), critiques.path
+        )
     with tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="CAI critique + revise", unit="prompt") as bar:
         for batch in chunks(todo, cfg.batch_size):
             critiques.append(critique_and_revise(generator, batch, constitution, cfg.rounds, cfg.seed))
@@ -230,8 +199,14 @@ def compose_stage_nodes(stage: str) -> DictConfig:
     return OmegaConf.masked_copy(composed, ["module", "datamodule"])
 
 
-def step_config(cfg: DictConfig, step: str, run_dir: Path, init_from: str, data: dict[str, str],
-                stage_nodes: DictConfig | None = None) -> DictConfig:
+def step_config(
+    cfg: DictConfig,
+    step: str,
+    run_dir: Path,
+    init_from: str,
+    data: dict[str, str],
+    stage_nodes: DictConfig | None = None,
+) -> DictConfig:
     """A copy of the CAI config set up as one ordinary training run."""
     sub = copy.deepcopy(cfg)
     with open_dict(sub):
@@ -248,12 +223,8 @@ def step_config(cfg: DictConfig, step: str, run_dir: Path, init_from: str, data:
 
 
 def completed_manifest(run_dir: Path) -> dict | None:
-    path = run_dir / MANIFEST_FILE
-    if path.is_file():
-        manifest = json.loads(path.read_text())
-        if manifest.get("status") == "completed":
-            return manifest
-    return None
+    manifest = read_run_manifest(run_dir)
+    return manifest if manifest.get("status") == "completed" else None
 
 
 def run_step(cfg: DictConfig, step: str) -> dict:
@@ -271,8 +242,10 @@ def run_step(cfg: DictConfig, step: str) -> dict:
 def step_summary(manifest: dict | None, skipped: str | None = None) -> dict:
     if manifest is None:
         return {"status": f"skipped: {skipped}"}
-    return {key: manifest.get(key) for key in ("status", "run_dir", "global_step", "final_metrics",
-                                                "best_checkpoint", "last_checkpoint")}
+    return {
+        key: manifest.get(key)
+        for key in ("status", "run_dir", "global_step", "final_metrics", "best_checkpoint", "last_checkpoint")
+    }
 
 
 # ---------------------------------------------------------------- entry
@@ -283,8 +256,10 @@ def run_cai(cfg: DictConfig) -> float | None:
     started = time.time()
     cai = cai_config_from(cfg.cai)
     if (cai.run_sft or cai.run_dpo) and not cfg.init_from:
-        raise ValueError("stage=cai trains the model it critiques with: set init_from=<sft run dir | .ckpt | HF dir> "
-                         "(or cai.run_sft=false cai.run_dpo=false to only generate data)")
+        raise ValueError(
+            "stage=cai trains the model it critiques with: set init_from=<sft run dir | .ckpt | HF dir> "
+            "(or cai.run_sft=false cai.run_dpo=false to only generate data)"
+        )
     run_dir, data_dir = Path(cfg.run_dir), Path(cai.data_dir)
     ensure_tokenizer(cfg)
     torch.manual_seed(cai.seed)
@@ -299,8 +274,12 @@ def run_cai(cfg: DictConfig) -> float | None:
         "kind": "cai_data",
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parent": str(Path(cfg.init_from).resolve()) if cfg.init_from else None,
-        "constitution": {"name": constitution.name, "path": constitution.path, "sha256": constitution.sha256,
-                         "principles": constitution.names()},
+        "constitution": {
+            "name": constitution.name,
+            "path": constitution.path,
+            "sha256": constitution.sha256,
+            "principles": constitution.names(),
+        },
         "prompt_sets": list(cai.prompt_sets),
         "config": asdict(cai),
         "counts": counts,
@@ -314,22 +293,41 @@ def run_cai(cfg: DictConfig) -> float | None:
     elif counts["sft_train"] == 0 or counts["sft_val"] == 0:
         sft_skip = f"too few non-empty revisions ({counts['sft_train']} train / {counts['sft_val']} val)"
     else:
-        sft = run_step(step_config(cfg, "sft", run_dir / "sft", cfg.init_from, {
-            "train_path": str((data_dir / "sft_train.jsonl").resolve()),
-            "val_path": str((data_dir / "sft_val.jsonl").resolve()),
-            "tasks": None,
-        }), "sft")
+        sft = run_step(
+            step_config(
+                cfg,
+                "sft",
+                run_dir / "sft",
+                cfg.init_from,
+                {
+                    "train_path": str((data_dir / "sft_train.jsonl").resolve()),
+                    "val_path": str((data_dir / "sft_val.jsonl").resolve()),
+                    "tasks": None,
+                },
+            ),
+            "sft",
+        )
     dpo_parent = sft["run_dir"] if sft else cfg.init_from
     if not cai.run_dpo:
         dpo_skip = "cai.run_dpo=false"
     elif counts["preferences_train"] == 0 or counts["preferences_val"] == 0:
         dpo_skip = f"too few decided pairs ({counts['preferences_train']} train / {counts['preferences_val']} val)"
     else:
-        dpo = run_step(step_config(cfg, "dpo", run_dir / "dpo", dpo_parent, {
-            "train_path": str((data_dir / "preferences_train.jsonl").resolve()),
-            "val_path": str((data_dir / "preferences_val.jsonl").resolve()),
-            "tasks": None,
-        }, compose_stage_nodes("dpo")), "dpo")
+        dpo = run_step(
+            step_config(
+                cfg,
+                "dpo",
+                run_dir / "dpo",
+                dpo_parent,
+                {
+                    "train_path": str((data_dir / "preferences_train.jsonl").resolve()),
+                    "val_path": str((data_dir / "preferences_val.jsonl").resolve()),
+                    "tasks": None,
+                },
+                compose_stage_nodes("dpo"),
+            ),
+            "dpo",
+        )
     for name, reason in (("sft", sft_skip), ("dpo", dpo_skip)):
         if reason:
             log.warning("cai %s skipped: %s", name, reason)
@@ -354,7 +352,7 @@ def run_cai(cfg: DictConfig) -> float | None:
         "config": job_config(cfg),
     }
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    write_run_manifest(run_dir, manifest)
     print_summary(manifest)
     return (final or {}).get("final_metrics", {}).get("val/loss")
 
@@ -371,10 +369,12 @@ def job_config(cfg: DictConfig) -> dict:
 
 def print_summary(manifest: dict) -> None:
     counts = manifest["counts"]
-    print(f"\nCAI data in {manifest['data_dir']}: {counts['critiques']} critiqued prompts "
-          f"({counts['sft_train']} SFT train / {counts['sft_val']} val after {counts['empty_revisions']} empty), "
-          f"{counts['comparisons']} judged pairs -> {counts['preferences_train']} DPO train / "
-          f"{counts['preferences_val']} val ({counts['undecided_comparisons']} undecided)")
+    print(
+        f"\nCAI data in {manifest['data_dir']}: {counts['critiques']} critiqued prompts "
+        f"({counts['sft_train']} SFT train / {counts['sft_val']} val after {counts['empty_revisions']} empty), "
+        f"{counts['comparisons']} judged pairs -> {counts['preferences_train']} DPO train / "
+        f"{counts['preferences_val']} val ({counts['undecided_comparisons']} undecided)"
+    )
     for step in ("sft", "dpo"):
         info = manifest[step]
         metrics = info.get("final_metrics") or {}

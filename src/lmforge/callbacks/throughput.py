@@ -34,7 +34,9 @@ class ThroughputMFU(L.Callback):
         if trainer.strategy.root_device.type == "cuda":  # CUDA runs async: time the finished work
             torch.cuda.synchronize(trainer.strategy.root_device)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._step_start is None:
             self._sync(trainer)
             self._step_start = time.perf_counter()

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lmforge.data import tasks as task_gen
-from lmforge.losses import IGNORE_INDEX
+from lmforge.data.labels import IGNORE_INDEX
 from lmforge.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ Conversation = list[dict]
 
 
 # ---------------------------------------------------------------- loaders
-def read_jsonl(path: str | Path) -> Iterable[tuple[int, dict | None]]:
+def iter_jsonl_records(path: str | Path) -> Iterable[tuple[int, dict | None]]:
     """(line number, record) per non-empty line; record is None when the line is not JSON."""
     with Path(path).open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -48,9 +48,7 @@ def is_valid_conversation(messages: object) -> bool:
     return (
         isinstance(messages, list)
         and len(messages) > 0
-        and all(
-            isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
-        )
+        and all(isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages)
         and any(m["role"] == "assistant" for m in messages)
     )
 
@@ -62,7 +60,7 @@ def load_messages_jsonl(path: str | Path, limit: int | None = None) -> list[Conv
     """
     conversations: list[Conversation] = []
     bad: list[int] = []
-    for lineno, record in read_jsonl(path):
+    for lineno, record in iter_jsonl_records(path):
         messages = record.get("messages") if isinstance(record, dict) else None
         if not is_valid_conversation(messages):
             bad.append(lineno)
@@ -86,11 +84,11 @@ def gsm8k_to_conversation(question: str, answer: str) -> Conversation:
     return [{"role": "user", "content": question.strip()}, {"role": "assistant", "content": response}]
 
 
-def load_gsm8k(path: str | Path, limit: int | None = None) -> list[Conversation]:
+def gsm8k_conversations(path: str | Path, limit: int | None = None) -> list[Conversation]:
     """GSM8K JSONL ({"question", "answer"}) as SFT conversations; read in place, never copied."""
     conversations: list[Conversation] = []
     bad: list[int] = []
-    for lineno, record in read_jsonl(path):
+    for lineno, record in iter_jsonl_records(path):
         if not isinstance(record, dict) or "####" not in str(record.get("answer", "")) or not record.get("question"):
             bad.append(lineno)
             continue
@@ -280,16 +278,14 @@ class ChatDataModule(L.LightningDataModule):
         if path:
             out += load_messages_jsonl(path)
         if split == "train" and self.gsm8k_path:
-            out += load_gsm8k(self.gsm8k_path, self.gsm8k_limit)
+            out += gsm8k_conversations(self.gsm8k_path, self.gsm8k_limit)
         src = self.task_source
         if src is not None and (split == "train" or not self.val_path):
             n = src.n_train if split == "train" else src.n_val
             task_split = "train" if split == "train" else "heldout"
             out += [task_gen.sft_record(t)["messages"] for t in task_gen.make_tasks(src.kind, n, src.seed, task_split)]
         if not out:
-            raise ValueError(
-                f"no {split} conversations: set datamodule.train_path/val_path, gsm8k_path or tasks"
-            )
+            raise ValueError(f"no {split} conversations: set datamodule.train_path/val_path, gsm8k_path or tasks")
         return out
 
     def setup(self, stage: str | None = None) -> None:

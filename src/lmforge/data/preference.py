@@ -24,10 +24,10 @@ from lmforge.data.chat import (
     ListDataset,
     TaskSource,
     is_valid_conversation,
-    read_jsonl,
+    iter_jsonl_records,
     shifted_labels,
 )
-from lmforge.losses import IGNORE_INDEX
+from lmforge.data.labels import IGNORE_INDEX
 from lmforge.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def load_preference_jsonl(path: str | Path, limit: int | None = None) -> list[Pr
     """Corrupt lines (bad JSON, missing or malformed fields) are skipped, counted and reported."""
     pairs: list[PreferencePair] = []
     bad: list[int] = []
-    for lineno, record in read_jsonl(path):
+    for lineno, record in iter_jsonl_records(path):
         pair = pair_from_record(record) if isinstance(record, dict) else None
         if pair is None:
             bad.append(lineno)

@@ -88,7 +88,14 @@ class PromptDataModule(L.LightningDataModule):
         out = []
         for rec in records:
             ids = self._prompt_ids(rec["prompt"])
-            out.append({"prompt_ids": ids[-self.max_prompt_len :], "prompt": rec["prompt"], "task": rec, "answer": rec["answer"]})
+            out.append(
+                {
+                    "prompt_ids": ids[-self.max_prompt_len :],
+                    "prompt": rec["prompt"],
+                    "task": rec,
+                    "answer": rec["answer"],
+                }
+            )
         return out
 
     def _prompt_ids(self, prompt: str) -> list[int]:
@@ -99,8 +106,9 @@ class PromptDataModule(L.LightningDataModule):
         self.val_set = self._samples(self._records(self.val_path, "heldout", self.tasks["n_val"]))
 
     def train_dataloader(self) -> DataLoader:
-        sampler = RepeatBatchSampler(RandomSampler(self.train_set), self.batch_size, drop_last=False,
-                                     repeats=self.repeat_batches)
+        sampler = RepeatBatchSampler(
+            RandomSampler(self.train_set), self.batch_size, drop_last=False, repeats=self.repeat_batches
+        )
         return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=list, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:

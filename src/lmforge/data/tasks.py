@@ -59,8 +59,9 @@ def extract_answer(text: str) -> str | None:
     return matches[-1]
 
 
-def normalize_answer(answer: str) -> str:
-    """Canonical form for comparison: collapsed whitespace; numbers compared by value."""
+def canonical_answer(answer: str) -> str:
+    """Canonical form for comparison: collapsed whitespace; numbers compared by value ("3.0" == "3").
+    Not GSM8K's exact match (`lmforge.eval.metrics.normalize_answer`), whose numbers stay strings."""
     text = " ".join(answer.strip().rstrip(".").split())
     number = text.replace(",", "")
     try:
@@ -76,7 +77,7 @@ def is_correct(task: Task, completion: str) -> bool:
         return False
     if task.kind in ("sorting", "reversal"):
         return " ".join(predicted.split()) == task.answer  # exact strings, not numbers
-    return normalize_answer(predicted) == normalize_answer(task.answer)
+    return canonical_answer(predicted) == canonical_answer(task.answer)
 
 
 def split_of(prompt: str) -> str:
@@ -127,9 +128,16 @@ def _arithmetic(rng: random.Random) -> Task:
 
 # (from, to, factor): multiply a `from` amount by factor to get `to` units.
 _CONVERSIONS = (
-    ("km", "m", 1000), ("m", "cm", 100), ("cm", "mm", 10), ("kg", "g", 1000),
-    ("hours", "minutes", 60), ("minutes", "seconds", 60), ("days", "hours", 24),
-    ("liters", "milliliters", 1000), ("feet", "inches", 12), ("weeks", "days", 7),
+    ("km", "m", 1000),
+    ("m", "cm", 100),
+    ("cm", "mm", 10),
+    ("kg", "g", 1000),
+    ("hours", "minutes", 60),
+    ("minutes", "seconds", 60),
+    ("days", "hours", 24),
+    ("liters", "milliliters", 1000),
+    ("feet", "inches", 12),
+    ("weeks", "days", 7),
 )
 
 
@@ -138,7 +146,9 @@ def _unit_conversion(rng: random.Random) -> Task:
     amount = rng.randint(2, 200)
     value = amount * factor
     prompt = f"Convert {amount} {src} to {dst}."
-    wrong_factors = [f for f in (factor * 10, factor // 10 if factor >= 100 else factor + 1, 100, 60, 12) if f != factor]
+    wrong_factors = [
+        f for f in (factor * 10, factor // 10 if factor >= 100 else factor + 1, 100, 60, 12) if f != factor
+    ]
     wrong = _distinct_wrong(str(value), [str(amount * f) for f in wrong_factors] + [str(value + amount)])
     return Task(
         prompt=prompt,

@@ -1,4 +1,4 @@
-"""Pre-training batches from token shards (written by `data_pipeline.shards`).
+"""Pre-training batches from token shards (written by `lmforge.data.shard_writer`; format: `lmforge.formats.shards`).
 
 Batch: `{"input_ids": LongTensor[B, seq_len], "labels": LongTensor[B, seq_len]}`, B the per-device
 batch size, labels shifted as everywhere in lmforge (`lmforge.losses`): labels[t] = input_ids[t+1],
@@ -23,7 +23,6 @@ exact; the I/O is small next to the model's compute at the sizes this repo train
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,43 +30,21 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lmforge.losses import next_token_labels
+from lmforge.data.default_corpus import ensure_default_corpus
+from lmforge.data.labels import next_token_labels
+from lmforge.data.shard_writer import ShardConfig, write_shards
+from lmforge.formats.shards import MANIFEST as SHARDS_MANIFEST
+from lmforge.formats.shards import read_manifest as read_shard_manifest
+from lmforge.formats.shards import read_shard
 from lmforge.tokenizer import Tokenizer, check_fingerprint
 
 log = logging.getLogger(__name__)
 
-SAMPLE_KEY = "tokens.bin"
 # Independent random streams derived from the one data seed.
 _MIX_STREAM, _ORDER_STREAM = 0, 1
 _MIX_BLOCK = 1 << 16  # domain draws are made in seeded blocks, so any range is cheap to recompute
-
-
-def _read_tar(url: str) -> wds.WebDataset:
-    # We split work by global batch index ourselves, so webdataset must not also split
-    # shards across workers or nodes (its defaults would hide samples from some workers).
-    return wds.WebDataset(url, shardshuffle=False, empty_check=False, nodesplitter=None, workersplitter=None)
-
-
-def load_shard_manifest(shards_dir: str | Path) -> dict:
-    path = Path(shards_dir) / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no token shards at {shards_dir} (missing {path}); write them with `python -m data_pipeline.shards`"
-        )
-    return json.loads(path.read_text())
-
-
-def read_shard(path: Path, dtype: np.dtype, expected: int | None = None) -> np.ndarray:
-    """All sequences of one shard, [n, seq_len], in the order they were written."""
-    rows = [np.frombuffer(sample[SAMPLE_KEY], dtype=dtype) for sample in _read_tar(str(path))]
-    if expected is not None and len(rows) != expected:
-        raise ValueError(
-            f"shard {path} holds {len(rows)} sequences but its manifest says {expected}; rewrite the shards"
-        )
-    return np.stack(rows)
 
 
 def _name_seed(name: str) -> int:
@@ -161,8 +138,10 @@ class MixedTokenStream(IterableDataset):
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         fmt = self.manifest["format"]
-        streams = [DomainStream(self.root, self.manifest["domains"][d]["train"]["shards"], fmt["dtype"],
-                                self.seed, d) for d in self.domains]
+        streams = [
+            DomainStream(self.root, self.manifest["domains"][d]["train"]["shards"], fmt["dtype"], self.seed, d)
+            for d in self.domains
+        ]
         global_batch = self.batch_size * self.world_size
         mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         b = self.start_batch + worker
@@ -248,23 +227,28 @@ class TokenShardDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Local rank 0 only: write the shards from `corpus_dir` if they are missing (a missing
         corpus dir named `default_corpus` is first built from the interpreter's own text)."""
-        if (self.root / "manifest.json").exists() or self.corpus_dir is None:
+        if (self.root / SHARDS_MANIFEST).exists() or self.corpus_dir is None:
             return
-        from data_pipeline.shards import ShardConfig, write_shards
-        from lmforge.data.default_corpus import ensure_default_corpus
 
         corpus = Path(self.corpus_dir)
         if not corpus.exists() and corpus.name == "default_corpus":
             ensure_default_corpus(corpus)
         seq_len = self.expected_seq_len or 256
         log.info("writing token shards %s from %s (seq_len %d)", self.root, corpus, seq_len)
-        write_shards(ShardConfig(corpus=str(corpus), tokenizer=str(self.tokenizer_path), out=str(self.root),
-                                 seq_len=seq_len, val_fraction=self.val_fraction))
+        write_shards(
+            ShardConfig(
+                corpus=str(corpus),
+                tokenizer=str(self.tokenizer_path),
+                out=str(self.root),
+                seq_len=seq_len,
+                val_fraction=self.val_fraction,
+            )
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.manifest is not None:
             return
-        manifest = load_shard_manifest(self.root)
+        manifest = read_shard_manifest(self.root)
         tokenizer = Tokenizer.load(self.tokenizer_path)
         check_fingerprint(manifest["tokenizer_fingerprint"], tokenizer.fingerprint, f"token shards {self.root}")
         seq_len = manifest["format"]["seq_len"]
@@ -301,8 +285,16 @@ class TokenShardDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         rank, world = self._rank_world()
-        dataset = MixedTokenStream(self.root, self.manifest, self.weights, self.batch_size, self.seed,
-                                   start_batch=self.batches_consumed, rank=rank, world_size=world)
+        dataset = MixedTokenStream(
+            self.root,
+            self.manifest,
+            self.weights,
+            self.batch_size,
+            self.seed,
+            start_batch=self.batches_consumed,
+            rank=rank,
+            world_size=world,
+        )
         loader = _PositionedLoader(dataset, batch_size=None, num_workers=self.num_workers)
         loader.position = self.batches_trained
         return loader
@@ -313,18 +305,30 @@ class TokenShardDataModule(L.LightningDataModule):
         rank, world = self._rank_world()
         # Equal row counts on every rank, or the ranks' collectives in validation would hang.
         rows = rows[: len(rows) // world * world][rank::world]
-        return DataLoader([{"input_ids": r, "labels": next_token_labels(r)} for r in rows],
-                          batch_size=self.val_batch_size, shuffle=False)
+        return DataLoader(
+            [{"input_ids": r, "labels": next_token_labels(r)} for r in rows],
+            batch_size=self.val_batch_size,
+            shuffle=False,
+        )
 
     def state_dict(self) -> dict:
-        return {"batches_consumed": self.batches_trained(), "seed": self.seed, "weights": self.weights,
-                "shards_job_key": (self.manifest or {}).get("job_key")}
+        return {
+            "batches_consumed": self.batches_trained(),
+            "seed": self.seed,
+            "weights": self.weights,
+            "shards_job_key": (self.manifest or {}).get("job_key"),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         current = {"seed": self.seed, "weights": self.weights, "shards_job_key": (self.manifest or {}).get("job_key")}
-        changed = [name for name, now in current.items()
-                   if now is not None and state.get(name) is not None and state[name] != now]
+        changed = [
+            name
+            for name, now in current.items()
+            if now is not None and state.get(name) is not None and state[name] != now
+        ]
         if changed:
-            log.warning("resuming with other data settings (%s) than the checkpoint's: the sample order changes",
-                        ", ".join(changed))
+            log.warning(
+                "resuming with other data settings (%s) than the checkpoint's: the sample order changes",
+                ", ".join(changed),
+            )
         self.batches_consumed = int(state["batches_consumed"])

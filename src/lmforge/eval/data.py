@@ -22,6 +22,9 @@ LETTERS = ("A", "B", "C", "D")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
+    """All rows of a benchmark file (.jsonl or .jsonl.gz); a bad line is an error, since a benchmark
+    missing rows would change its score. (`lmforge.data.chat.iter_jsonl_records` skips bad
+    training lines instead.)"""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []
@@ -67,9 +70,17 @@ def load_mmlu(root: str | Path, subject: str, split: str) -> list[dict]:
         with open(csv_path, newline="", encoding="utf-8") as handle:
             for line_no, record in enumerate(csv.reader(handle), 1):
                 if len(record) != 6 or record[5].strip() not in LETTERS:
-                    raise ValueError(f"{csv_path}:{line_no}: expected question,A,B,C,D,letter; got {len(record)} fields")
-                rows.append({"subject": subject, "question": record[0], "choices": record[1:5],
-                             "answer": LETTERS.index(record[5].strip())})
+                    raise ValueError(
+                        f"{csv_path}:{line_no}: expected question,A,B,C,D,letter; got {len(record)} fields"
+                    )
+                rows.append(
+                    {
+                        "subject": subject,
+                        "question": record[0],
+                        "choices": record[1:5],
+                        "answer": LETTERS.index(record[5].strip()),
+                    }
+                )
         return rows
     for candidate in (root / subject / f"{split}.jsonl", root / subject / f"{split}.parquet"):
         if candidate.exists():
@@ -81,6 +92,8 @@ def load_mmlu(root: str | Path, subject: str, split: str) -> list[dict]:
 
 
 def load_gsm8k(root: str | Path, split: str) -> list[dict]:
+    """The benchmark's raw rows of one split (a dataset folder); SFT reads GSM8K as conversations
+    with `lmforge.data.chat.gsm8k_conversations` instead."""
     root = Path(root)
     for candidate in (root / f"{split}.jsonl", root / "main" / f"{split}-00000-of-00001.parquet"):
         if candidate.exists():

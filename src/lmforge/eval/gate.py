@@ -4,13 +4,12 @@ its parent checkpoint's report. Evaluation writes the verdict into report.json; 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPORT_FILE = "report.json"
+from lmforge.formats.eval_report import read_report
 
 
 class GateFailedError(RuntimeError):
@@ -38,7 +37,7 @@ class Verdict:
         return {"passed": self.passed, "reasons": self.reasons, "checks": [asdict(c) for c in self.checks]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Verdict":
+    def from_dict(cls, data: dict) -> Verdict:
         return cls(data["passed"], list(data.get("reasons", [])), [Check(**c) for c in data.get("checks", [])])
 
     def raise_if_failed(self, what: str = "checkpoint") -> None:
@@ -71,8 +70,16 @@ def evaluate_gate(metrics: dict, gate: dict[str, Any], parent_metrics: dict | No
     drops = gate.get("max_drop") or {}
     if parent_metrics is None:
         if drops and gate.get("require_parent", False):
-            checks.append(Check("parent", "present", None, None, passed=False,
-                                reason="gate.require_parent is set but no parent report was given"))
+            checks.append(
+                Check(
+                    "parent",
+                    "present",
+                    None,
+                    None,
+                    passed=False,
+                    reason="gate.require_parent is set but no parent report was given",
+                )
+            )
     else:
         for name, allowed in drops.items():
             value, parent = _lookup(metrics, name), _lookup(parent_metrics, name)
@@ -83,23 +90,17 @@ def evaluate_gate(metrics: dict, gate: dict[str, Any], parent_metrics: dict | No
                 check.passed, check.reason = False, f"{name} missing from the report (parent had {parent:.4f})"
             elif parent - value > allowed:
                 check.passed = False
-                check.reason = f"{name} dropped {parent - value:.4f} vs parent ({parent:.4f} -> {value:.4f}), allowed {allowed}"
+                check.reason = (
+                    f"{name} dropped {parent - value:.4f} vs parent ({parent:.4f} -> {value:.4f}), allowed {allowed}"
+                )
             checks.append(check)
     reasons = [c.reason for c in checks if not c.passed]
     return Verdict(not reasons, reasons, checks)
 
 
-def load_report(report_dir: str | Path) -> dict:
-    path = Path(report_dir)
-    path = path if path.is_file() else path / REPORT_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no evaluation report at {path}; run `python src/eval.py ckpt=...` first")
-    return json.loads(path.read_text())
-
-
 def gate_verdict(report_dir: str | Path) -> Verdict:
     """The verdict evaluation wrote into `report_dir/report.json`. A report without one fails."""
-    report = load_report(report_dir)
+    report = read_report(report_dir)
     if "gate" not in report or report["gate"] is None:
         return Verdict(False, [f"{report_dir}: report has no gate verdict (evaluation ran with gate disabled)"])
     return Verdict.from_dict(report["gate"])

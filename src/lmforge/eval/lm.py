@@ -39,7 +39,7 @@ def split_trailing_space(context: str, continuation: str) -> tuple[str, str]:
     """Move trailing spaces of the context onto the continuation (lm-eval does the same), so
     that " A" is scored as one token after "Answer:" rather than "Answer: " + "A"."""
     stripped = context.rstrip(" ")
-    return stripped, context[len(stripped):] + continuation
+    return stripped, context[len(stripped) :] + continuation
 
 
 def truncate_at_stop(text: str, until: Sequence[str]) -> str:
@@ -84,7 +84,7 @@ class EvalLM:
         context_ids = self.tokenizer.encode(context)
         # Tokenize the joined string and split by the context's length: the continuation's
         # first token may merge across the boundary differently than when encoded alone.
-        return [self.tokenizer.bos_id] + context_ids, whole[len(context_ids):]
+        return [self.tokenizer.bos_id] + context_ids, whole[len(context_ids) :]
 
     # ------------------------------------------------------------------ log-likelihood
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
@@ -120,14 +120,14 @@ class EvalLM:
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
         # Longest first: a batch's padding is bounded by its first row, and OOM shows up early.
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in tqdm(batches, desc=desc, disable=not (self.show_progress and progress), leave=False):
             rows, spans = [], []
             for i in batch:
                 context, continuation = pairs[i]
                 if not continuation:
                     raise ValueError("loglikelihood: empty continuation")
-                ids = (context + continuation)[-(self.max_length + 1):]  # left-truncate to the window
+                ids = (context + continuation)[-(self.max_length + 1) :]  # left-truncate to the window
                 inputs = ids[:-1]
                 rows.append(inputs)
                 spans.append((len(inputs) - len(continuation), continuation))
@@ -156,9 +156,13 @@ class EvalLM:
             results: list[str | None] = [None] * len(reqs)
             for indices in groups.values():
                 params = GenParams(**reqs[indices[0]][1])
-                for start in tqdm(range(0, len(indices), self.batch_size), desc="generate",
-                                  disable=not self.show_progress, leave=False):
-                    chunk = indices[start:start + self.batch_size]
+                for start in tqdm(
+                    range(0, len(indices), self.batch_size),
+                    desc="generate",
+                    disable=not self.show_progress,
+                    leave=False,
+                ):
+                    chunk = indices[start : start + self.batch_size]
                     texts = self._generate([reqs[i][0] for i in chunk], params)
                     for i, text in zip(chunk, texts):
                         results[i] = truncate_at_stop(text, params.until)
@@ -193,6 +197,11 @@ def generate_tokens(
     model: Transformer, prompts: list[list[int]], params: GenParams, stop_ids: tuple[int, ...], pad_id: int
 ) -> list[list[int]]:
     """New tokens per prompt, through the shared batched KV-cache sampler."""
-    cfg = SamplingConfig(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
-                         top_p=params.top_p, stop_token_ids=stop_ids, seed=params.seed)
+    cfg = SamplingConfig(
+        max_new_tokens=params.max_new_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        stop_token_ids=stop_ids,
+        seed=params.seed,
+    )
     return generate(model, prompts, cfg, pad_id=pad_id).completions

@@ -23,8 +23,15 @@ log = logging.getLogger(__name__)
 
 @register_model("lmforge")
 class LMForgeLM(LM):
-    def __init__(self, ckpt: str | None = None, batch_size: int | str = 8, device: str = "cpu",
-                 eval_lm: EvalLM | None = None, max_gen_toks: int = 256, **kwargs) -> None:
+    def __init__(
+        self,
+        ckpt: str | None = None,
+        batch_size: int | str = 8,
+        device: str = "cpu",
+        eval_lm: EvalLM | None = None,
+        max_gen_toks: int = 256,
+        **kwargs,
+    ) -> None:
         super().__init__()
         if eval_lm is None:
             if ckpt is None:
@@ -60,8 +67,12 @@ class LMForgeLM(LM):
             until = [until] if isinstance(until, str) else list(until)
             do_sample = kwargs.pop("do_sample", False)
             temperature = float(kwargs.pop("temperature", 0.0)) if do_sample else 0.0
-            params = GenParams(until=until, max_new_tokens=int(kwargs.pop("max_gen_toks", self.max_gen_toks)),
-                               temperature=temperature, top_p=float(kwargs.pop("top_p", 1.0) or 1.0))
+            params = GenParams(
+                until=until,
+                max_new_tokens=int(kwargs.pop("max_gen_toks", self.max_gen_toks)),
+                temperature=temperature,
+                top_p=float(kwargs.pop("top_p", 1.0) or 1.0),
+            )
             batch.append((context, params))
         return self.eval_lm.generate_until(batch)
 

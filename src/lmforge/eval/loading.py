@@ -50,7 +50,9 @@ def smoke_tokenizer(benchmarks_root: str | Path, vocab_size: int = 4096, max_tex
 
     root = Path(benchmarks_root)
     texts = [r["question"] + "\n" + r["answer"] for r in read_jsonl(root / "gsm8k" / "train.jsonl")[:max_texts]]
-    texts += [r["prompt"] + r.get("canonical_solution", "") for r in read_jsonl(root / "humaneval" / "HumanEval.jsonl.gz")]
+    texts += [
+        r["prompt"] + r.get("canonical_solution", "") for r in read_jsonl(root / "humaneval" / "HumanEval.jsonl.gz")
+    ]
     for csv_file in itertools.islice(sorted((root / "mmlu" / "dev").glob("*.csv")), 57):
         texts.append(csv_file.read_text(encoding="utf-8"))
     return train_tokenizer(texts, vocab_size=vocab_size, show_progress=False)

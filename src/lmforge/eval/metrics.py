@@ -65,6 +65,8 @@ def extract_flexible(text: str) -> str:
 
 
 def normalize_answer(text: str) -> str:
+    """GSM8K exact-match form, as lm-eval's harness computes it (strip IGNORE_PATTERNS, lower-case).
+    Not `lmforge.data.tasks.canonical_answer`, which compares generated tasks' numbers by value."""
     for pattern in IGNORE_PATTERNS:
         text = re.sub(pattern, "", text)
     return text.lower()

@@ -8,14 +8,15 @@ import json
 import logging
 from pathlib import Path
 
-from lmforge.eval.gate import REPORT_FILE, load_report
+from lmforge.formats.eval_report import read_report
+from lmforge.formats.eval_report import write_report as write_report_json
 
 log = logging.getLogger(__name__)
 
 
 def write_report(out_dir: Path, report: dict, samples: dict[str, list[dict]], compare: list[dict]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str))
+    report_path = write_report_json(out_dir, report)
     sample_dir = out_dir / "samples"
     sample_dir.mkdir(exist_ok=True)
     for task, rows in samples.items():
@@ -25,11 +26,11 @@ def write_report(out_dir: Path, report: dict, samples: dict[str, list[dict]], co
     runs = [report] + compare
     plot_across_checkpoints(runs, out_dir / "metrics.png")
     (out_dir / "summary.html").write_text(render_html(report, runs))
-    return out_dir / REPORT_FILE
+    return report_path
 
 
 def load_compare(paths: list[str]) -> list[dict]:
-    return [load_report(p) for p in paths]
+    return [read_report(p) for p in paths]
 
 
 def _label(report: dict) -> str:
@@ -38,13 +39,15 @@ def _label(report: dict) -> str:
 
 def render_html(report: dict, runs: list[dict]) -> str:
     esc = html.escape
-    parts = ["<!doctype html><meta charset='utf-8'><title>lmforge evaluation</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
-             "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}th:first-child,td:first-child{text-align:left}"
-             ".pass{color:#070}.fail{color:#b00}</style>",
-             f"<h1>Evaluation of {esc(_label(report))}</h1>",
-             f"<p>checkpoint: <code>{esc(str(report.get('checkpoint')))}</code> &middot; suite: {esc(str(report.get('suite')))}"
-             f" &middot; {esc(str(report.get('created')))}</p>"]
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>lmforge evaluation</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}th:first-child,td:first-child{text-align:left}"
+        ".pass{color:#070}.fail{color:#b00}</style>",
+        f"<h1>Evaluation of {esc(_label(report))}</h1>",
+        f"<p>checkpoint: <code>{esc(str(report.get('checkpoint')))}</code> &middot; suite: {esc(str(report.get('suite')))}"
+        f" &middot; {esc(str(report.get('created')))}</p>",
+    ]
     gate = report.get("gate")
     if gate is not None:
         cls, word = ("pass", "PASS") if gate["passed"] else ("fail", "FAIL")
@@ -53,12 +56,16 @@ def render_html(report: dict, runs: list[dict]) -> str:
         parts.append("</ul>")
     for task in report["metrics"]:
         names = sorted({m for run in runs for m in run.get("metrics", {}).get(task, {})})
-        parts.append(f"<h2>{esc(task)}</h2><table><tr><th>checkpoint</th>"
-                     + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>")
+        parts.append(
+            f"<h2>{esc(task)}</h2><table><tr><th>checkpoint</th>"
+            + "".join(f"<th>{esc(n)}</th>" for n in names)
+            + "</tr>"
+        )
         for run in runs:
             values = run.get("metrics", {}).get(task, {})
-            cells = "".join(f"<td>{values[n]:.4f}</td>" if isinstance(values.get(n), (int, float)) else "<td>-</td>"
-                            for n in names)
+            cells = "".join(
+                f"<td>{values[n]:.4f}</td>" if isinstance(values.get(n), (int, float)) else "<td>-</td>" for n in names
+            )
             parts.append(f"<tr><td>{esc(_label(run))}</td>{cells}</tr>")
         parts.append("</table>")
     parts.append("<img src='metrics.png' alt='metrics across checkpoints' style='max-width:100%'>")
@@ -78,7 +85,7 @@ def plot_across_checkpoints(runs: list[dict], path: Path) -> None:
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
     labels = [_label(r) for r in runs]
-    for ax in axes.flat[len(keys):]:
+    for ax in axes.flat[len(keys) :]:
         ax.axis("off")
     for ax, key in zip(axes.flat, keys):
         task, metric = key.split(".", 1)
@@ -96,13 +103,21 @@ def plot_across_checkpoints(runs: list[dict], path: Path) -> None:
 def log_wandb(report: dict, out_dir: Path, wandb_cfg: dict) -> None:
     import wandb
 
-    run = wandb.init(project=wandb_cfg.get("project", "lmforge"), mode=wandb_cfg.get("mode", "offline"),
-                     dir=str(out_dir), job_type="eval", name=wandb_cfg.get("name"), config=report.get("config"))
+    run = wandb.init(
+        project=wandb_cfg.get("project", "lmforge"),
+        mode=wandb_cfg.get("mode", "offline"),
+        dir=str(out_dir),
+        job_type="eval",
+        name=wandb_cfg.get("name"),
+        config=report.get("config"),
+    )
     flat = {f"eval/{t}/{m}": v for t, ms in report["metrics"].items() for m, v in ms.items()}
     if report.get("gate") is not None:
         flat["eval/gate_passed"] = float(report["gate"]["passed"])
     run.log(flat)
-    table = wandb.Table(columns=["task", "metric", "value"],
-                        data=[[t, m, v] for t, ms in report["metrics"].items() for m, v in ms.items()])
+    table = wandb.Table(
+        columns=["task", "metric", "value"],
+        data=[[t, m, v] for t, ms in report["metrics"].items() for m, v in ms.items()],
+    )
     run.log({"eval/metrics": table, "eval/plot": wandb.Image(str(out_dir / "metrics.png"))})
     run.finish()

@@ -87,7 +87,9 @@ def _probe(cmd: list[str]) -> bool:
     uid = _fresh_uid()
     try:
         result = subprocess.run(
-            cmd, capture_output=True, timeout=10,
+            cmd,
+            capture_output=True,
+            timeout=10,
             preexec_fn=(lambda: _drop_privileges(uid)) if os.geteuid() == 0 else None,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -105,7 +107,7 @@ def _drop_privileges(uid: int) -> None:
     os.setuid(uid)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def available_isolation() -> str:
     """The strongest isolation that works on this machine: bwrap > unshare > rlimits."""
     probe = SandboxConfig()
@@ -139,16 +141,32 @@ def _prlimit_prefix(cfg: SandboxConfig) -> list[str]:
     (same PID). Used instead of `preexec_fn`, which is unsafe when HumanEval samples are
     launched from several threads at once."""
     mb = 1024 * 1024
-    return ["prlimit", f"--cpu={cfg.cpu_s}:{cfg.cpu_s + 1}", f"--as={cfg.memory_mb * mb}",
-            f"--fsize={cfg.max_file_mb * mb}", f"--nofile={cfg.max_open_files}", "--core=0",
-            f"--nproc={cfg.max_processes}", "--"]
+    return [
+        "prlimit",
+        f"--cpu={cfg.cpu_s}:{cfg.cpu_s + 1}",
+        f"--as={cfg.memory_mb * mb}",
+        f"--fsize={cfg.max_file_mb * mb}",
+        f"--nofile={cfg.max_open_files}",
+        "--core=0",
+        f"--nproc={cfg.max_processes}",
+        "--",
+    ]
 
 
 def _command(isolation: str, cfg: SandboxConfig, workdir: Path, args: list[str] | None = None) -> list[str]:
     python = [cfg.python, "-I", *(args or ["program.py"])]
     if isolation == "bwrap":
-        cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-               "--ro-bind", "/usr", "/usr"]
+        cmd = [
+            "bwrap",
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]
         for link in ("bin", "lib", "lib64", "sbin"):
             if Path(f"/{link}").is_symlink():
                 cmd += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
@@ -156,10 +174,29 @@ def _command(isolation: str, cfg: SandboxConfig, workdir: Path, args: list[str] 
                 cmd += ["--ro-bind", f"/{link}", f"/{link}"]
         for path in cfg.read_only_paths:
             cmd += ["--ro-bind", path, path]
-        cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                "--bind", str(workdir), "/sandbox", "--chdir", "/sandbox",
-                "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/sandbox",
-                "--setenv", "LANG", "C.UTF-8"]
+        cmd += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--bind",
+            str(workdir),
+            "/sandbox",
+            "--chdir",
+            "/sandbox",
+            "--clearenv",
+            "--setenv",
+            "PATH",
+            "/usr/bin:/bin",
+            "--setenv",
+            "HOME",
+            "/sandbox",
+            "--setenv",
+            "LANG",
+            "C.UTF-8",
+        ]
         return cmd + python
     if isolation == "unshare":
         return ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", *python]
@@ -191,13 +228,26 @@ def run_python(code: str, cfg: SandboxConfig | None = None) -> SandboxResult:
                 # Popen switches to the fresh uid before exec, so prlimit's --nproc counts that uid.
                 identity = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
                 proc = subprocess.Popen(
-                    _prlimit_prefix(cfg) + command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                    stdout=out, stderr=err, start_new_session=True, close_fds=True, **identity,
+                    _prlimit_prefix(cfg) + command,
+                    cwd=workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                    close_fds=True,
+                    **identity,
                 )
             else:
                 proc = subprocess.Popen(
-                    command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                    stdout=out, stderr=err, preexec_fn=_limits(cfg, uid), close_fds=True,
+                    command,
+                    cwd=workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    preexec_fn=_limits(cfg, uid),
+                    close_fds=True,
                 )
             timed_out = False
             try:
@@ -294,7 +344,11 @@ def humaneval_program(problem: dict, completion: str, nonce: str) -> str:
     final print of a per-run secret `nonce`: a completion that calls `sys.exit(0)` before the
     tests exits cleanly but never prints the nonce it cannot know, so it does not pass."""
     return (
-        problem["prompt"] + completion + "\n\n" + problem["test"] + "\n\n"
+        problem["prompt"]
+        + completion
+        + "\n\n"
+        + problem["test"]
+        + "\n\n"
         + f"check({problem['entry_point']})\nprint({nonce!r})\n"
     )
 

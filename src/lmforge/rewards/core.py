@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from lmforge.data.tasks import Task, is_correct, task_from_record
 
@@ -98,7 +99,9 @@ class CombinedReward:
     functions: dict[str, RewardFn]
     weights: dict[str, float]
 
-    def __call__(self, completions: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> tuple[list[float], dict[str, list[float]]]:
+    def __call__(
+        self, completions: Sequence[str], samples: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[float], dict[str, list[float]]]:
         components = {name: fn(completions, samples) for name, fn in self.functions.items()}
         total = [0.0] * len(completions)
         for name, values in components.items():
@@ -111,8 +114,6 @@ def check_reward_spec(spec: Mapping[str, Any]) -> None:
     (a reward model is loaded only when the stage builds its model)."""
     if not spec:
         raise ValueError("reward config is empty: name at least one of " + ", ".join(sorted(REWARDS)))
-    if "reward_model" in spec:
-        from lmforge.rewards import reward_model  # noqa: F401  (registers on import; needs torch)
     for name, options in spec.items():
         if name not in REWARDS:
             raise KeyError(f"unknown reward '{name}' in config; known: {sorted(REWARDS)}")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,8 +28,10 @@ def load_reward_head(path: str, d_model: int) -> nn.Linear:
 def reward_model(path: str | None = None, device: str = "cpu", batch_size: int = 16) -> RewardFn:
     """Each sample needs its chat ``prompt`` (str); the completion is scored as the assistant turn."""
     if not path:
-        raise ValueError("reward 'reward_model' needs path=<stage=reward run dir or .ckpt> "
-                         "(e.g. module.reward.reward_model.path=runs/reward/<run>)")
+        raise ValueError(
+            "reward 'reward_model' needs path=<stage=reward run dir or .ckpt> "
+            "(e.g. module.reward.reward_model.path=runs/reward/<run>)"
+        )
     loaded = load_for_inference(path, device=device)
     model, tokenizer = loaded.model.eval(), loaded.tokenizer
     if tokenizer is None:

@@ -128,12 +128,16 @@ class BaseStage(L.LightningModule):
     def _adopt_parent(self, configured: ModelConfig, parent: dict[str, Any]) -> ModelConfig:
         """The parent's shape wins (its weights define it); the tokenizer must be the same."""
         if parent.get("tokenizer_fingerprint"):
-            check_fingerprint(parent["tokenizer_fingerprint"], self.tokenizer.fingerprint, f"init_from={self.init_from}")
+            check_fingerprint(
+                parent["tokenizer_fingerprint"], self.tokenizer.fingerprint, f"init_from={self.init_from}"
+            )
         else:
             log.warning("init_from=%s records no tokenizer fingerprint; cannot verify it", self.init_from)
         adopted = ModelConfig(**parent["model_config"])
         differing = {
-            k: (v, getattr(adopted, k)) for k, v in asdict(configured).items() if k != "name" and getattr(adopted, k) != v
+            k: (v, getattr(adopted, k))
+            for k, v in asdict(configured).items()
+            if k != "name" and getattr(adopted, k) != v
         }
         if differing:
             log.warning("init_from=%s: using its model shape; configured values differ: %s", self.init_from, differing)
@@ -300,4 +304,6 @@ class BaseStage(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get(LMFORGE_KEY) or {}
         if saved.get("tokenizer_fingerprint"):
-            check_fingerprint(saved["tokenizer_fingerprint"], self.tokenizer.fingerprint, "the checkpoint being resumed")
+            check_fingerprint(
+                saved["tokenizer_fingerprint"], self.tokenizer.fingerprint, "the checkpoint being resumed"
+            )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lmforge.losses import masked_cross_entropy, next_token_labels
+from lmforge.data.labels import next_token_labels
+from lmforge.losses import masked_cross_entropy
 from lmforge.stages.base import BaseStage
 
 

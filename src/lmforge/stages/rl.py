@@ -50,7 +50,9 @@ def completion_logps(
     return -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
 
 
-def pack_rollout(prompts: list[list[int]], completions: list[list[int]], pad_id: int, device: torch.device | str = "cpu"):
+def pack_rollout(
+    prompts: list[list[int]], completions: list[list[int]], pad_id: int, device: torch.device | str = "cpu"
+):
     """Left-padded prompts then right-padded completions: [N, P + C] ids, real-token mask,
     completion mask [N, C] and the prompt width P."""
     width_p = max(len(p) for p in prompts)
@@ -122,8 +124,10 @@ class RLStage(BaseStage):
         if sampling_cfg.temperature <= 0:
             raise ValueError("module.sampling.temperature must be > 0: GRPO needs diverse samples per group")
         if sampling_cfg.stop_token_ids:
-            raise ValueError("module.sampling.stop_token_ids is not configurable: RL stops at <|end|>, the "
-                             "token SFT teaches, so the trained sequence is exactly the sampled one")
+            raise ValueError(
+                "module.sampling.stop_token_ids is not configurable: RL stops at <|end|>, the "
+                "token SFT teaches, so the trained sequence is exactly the sampled one"
+            )
         # `generate` drops the stop token from a completion; the stage appends it back (below), so
         # the policy is also trained on *when to stop*. Without it, negative advantages push down
         # answer tokens while nothing holds up <|end|>, and completions grow until format breaks.
@@ -162,15 +166,21 @@ class RLStage(BaseStage):
         rewards_t = torch.tensor(rewards, dtype=torch.float32, device=self.device)
         ids, attn, completion_mask, prompt_len = pack_rollout(prompts, completions, self.tokenizer.pad_id, self.device)
         rollout = Rollout(
-            key=tuple(s["prompt"] for s in batch), input_ids=ids, attn=attn, completion_mask=completion_mask,
-            prompt_len=prompt_len, rewards=rewards_t,
+            key=tuple(s["prompt"] for s in batch),
+            input_ids=ids,
+            attn=attn,
+            completion_mask=completion_mask,
+            prompt_len=prompt_len,
+            rewards=rewards_t,
             advantages=group_advantages(rewards_t, self.group_size, self.scale_rewards),
-            reward_parts=parts, generation_seconds=seconds,
+            reward_parts=parts,
+            generation_seconds=seconds,
         )
         if self.beta != 0.0:
             with torch.no_grad():
-                rollout.ref_logps = completion_logps(self.frozen_reference(), ids, attn, prompt_len,
-                                                     self.sampling.temperature)
+                rollout.ref_logps = completion_logps(
+                    self.frozen_reference(), ids, attn, prompt_len, self.sampling.temperature
+                )
         return rollout
 
     def rollout_for(self, batch: list[dict]) -> tuple[Rollout, bool]:
@@ -180,8 +190,12 @@ class RLStage(BaseStage):
         if cached is not None and cached.key == key and cached.uses < self.num_iterations:
             return cached, False
         if cached is not None and cached.uses < self.num_iterations and self.num_iterations > 1:
-            log.warning("rollout used %d of num_iterations=%d times before new prompts arrived; set "
-                        "datamodule.repeat_batches=module.num_iterations", cached.uses, self.num_iterations)
+            log.warning(
+                "rollout used %d of num_iterations=%d times before new prompts arrived; set "
+                "datamodule.repeat_batches=module.num_iterations",
+                cached.uses,
+                self.num_iterations,
+            )
         self._rollout = self.new_rollout(batch)
         return self._rollout, True
 
@@ -191,15 +205,24 @@ class RLStage(BaseStage):
             return self.validation_reward(batch)
         rollout, fresh = self.rollout_for(batch)
         self._train_clock = time.perf_counter()
-        logps = completion_logps(self.model, rollout.input_ids, rollout.attn, rollout.prompt_len,
-                                 self.sampling.temperature)
+        logps = completion_logps(
+            self.model, rollout.input_ids, rollout.attn, rollout.prompt_len, self.sampling.temperature
+        )
         if rollout.old_logps is None:
             # The policy that generated the batch is the current one: ratio == 1 on this step.
             rollout.old_logps = logps.detach()
         rollout.uses += 1
         loss, metrics = policy_loss(
-            logps, rollout.old_logps, rollout.ref_logps, rollout.advantages, rollout.completion_mask,
-            self.eps_low, self.eps_high, self.beta, self.loss_type, self.sampling.max_new_tokens,
+            logps,
+            rollout.old_logps,
+            rollout.ref_logps,
+            rollout.advantages,
+            rollout.completion_mask,
+            self.eps_low,
+            self.eps_high,
+            self.beta,
+            self.loss_type,
+            self.sampling.max_new_tokens,
         )
         generated = int(rollout.completion_mask.sum())
         self._train_tokens = int(rollout.attn.sum())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lmforge.losses import IGNORE_INDEX, masked_cross_entropy
+from lmforge.data.labels import IGNORE_INDEX
+from lmforge.losses import masked_cross_entropy
 from lmforge.stages.base import BaseStage
 
 
@@ -16,8 +17,9 @@ class SFTStage(BaseStage):
     loss_is_token_nll = True
 
     def compute_loss(self, batch: dict[str, Tensor], split: str) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = self.model(batch["input_ids"], position_ids=batch.get("position_ids"), attn_mask=batch.get("attn_mask"))
+        logits = self.model(
+            batch["input_ids"], position_ids=batch.get("position_ids"), attn_mask=batch.get("attn_mask")
+        )
         loss = masked_cross_entropy(logits, batch["labels"])
         trained = (batch["labels"] != IGNORE_INDEX).sum()
         return loss, {"assistant_tokens": trained.float()}
-

@@ -29,11 +29,14 @@ def write_responses(args: argparse.Namespace) -> None:
     prompts = [(str(r.get("prompt_id", r.get("question_id"))), r.get("prompt") or r["turns"][0]) for r in rows]
     loaded = load_checkpoint(args.ckpt)
     lm = EvalLM(loaded.model, loaded.tokenizer)
-    replies = lm.generate_chat([[{"role": "user", "content": p}] for _, p in prompts],
-                               GenParams(max_new_tokens=args.max_new_tokens))
+    replies = lm.generate_chat(
+        [[{"role": "user", "content": p}] for _, p in prompts], GenParams(max_new_tokens=args.max_new_tokens)
+    )
     with open(args.out, "w") as handle:
         for (prompt_id, prompt), reply in zip(prompts, replies):
-            handle.write(json.dumps({"prompt_id": prompt_id, "prompt": prompt, "model": args.name, "response": reply}) + "\n")
+            handle.write(
+                json.dumps({"prompt_id": prompt_id, "prompt": prompt, "model": args.name, "response": reply}) + "\n"
+            )
     print(f"wrote {len(replies)} responses of {args.name} to {args.out}")
 
 
@@ -49,8 +52,11 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--ckpt", required=True)
     gen.add_argument("--name", required=True, help="model name stored in the database (never served)")
     gen.add_argument("--out", required=True)
-    gen.add_argument("--prompts", default="../shared/benchmarks/mt_bench/question.jsonl",
-                     help="JSONL with {question_id, turns} (MT-Bench) or {prompt_id, prompt}")
+    gen.add_argument(
+        "--prompts",
+        default="../shared/benchmarks/mt_bench/question.jsonl",
+        help="JSONL with {question_id, turns} (MT-Bench) or {prompt_id, prompt}",
+    )
     gen.add_argument("--max-new-tokens", type=int, default=512)
     gen.add_argument("--limit", type=int)
     stats = sub.add_parser("stats", help="print win rate, sign test and Bradley-Terry scores")
@@ -85,9 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     h2h = result.get("head_to_head")
     if h2h:
         verdict = "WINS statistically" if h2h["wins_statistically"] else "does not win statistically"
-        print(f"{args.new} {verdict} over {args.baseline} at alpha={args.alpha} "
-              f"(sign test p={h2h['p_value']:.4g}; {h2h['wins']}-{h2h['losses']}, {h2h['ties']} ties, "
-              f"{h2h['both_bad']} both bad)")
+        print(
+            f"{args.new} {verdict} over {args.baseline} at alpha={args.alpha} "
+            f"(sign test p={h2h['p_value']:.4g}; {h2h['wins']}-{h2h['losses']}, {h2h['ties']} ties, "
+            f"{h2h['both_bad']} both bad)"
+        )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,15 @@ def comparisons(votes: list[dict]) -> list[tuple[str, str, float]]:
     return [(v["model_a"], v["model_b"], score[v["outcome"]]) for v in votes if v["outcome"] in score]
 
 
-def arena_stats(votes: list[dict], models: list[str], new: str | None = None, baseline: str | None = None,
-                alpha: float = 0.05, bootstrap_rounds: int = 200, seed: int = 0) -> dict:
+def arena_stats(
+    votes: list[dict],
+    models: list[str],
+    new: str | None = None,
+    baseline: str | None = None,
+    alpha: float = 0.05,
+    bootstrap_rounds: int = 200,
+    seed: int = 0,
+) -> dict:
     out: dict = {"n_votes": len(votes), "annotators": len({v["annotator"] for v in votes}), "alpha": alpha}
     if new and baseline:
         out["head_to_head"] = head_to_head(votes, new, baseline, alpha)

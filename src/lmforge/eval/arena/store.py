@@ -62,8 +62,12 @@ class ArenaStore:
         """A pair this annotator has not judged: {token, prompt, left, right}; None when done.
         Among unjudged (prompt, model pair)s, the least-voted come first (balanced coverage)."""
         with self._lock:
-            done = {(p, *sorted((a, b))) for p, a, b in self._db.execute(
-                "SELECT prompt_id, model_a, model_b FROM votes WHERE annotator = ?", (annotator,))}
+            done = {
+                (p, *sorted((a, b)))
+                for p, a, b in self._db.execute(
+                    "SELECT prompt_id, model_a, model_b FROM votes WHERE annotator = ?", (annotator,)
+                )
+            }
             by_prompt: dict[str, dict[str, str]] = {}
             prompts = {}
             for prompt_id, prompt, model, response in self._db.execute("SELECT * FROM responses"):
@@ -77,7 +81,7 @@ class ArenaStore:
             for prompt_id, responses in by_prompt.items():
                 names = sorted(responses)
                 for i, a in enumerate(names):
-                    for b in names[i + 1:]:
+                    for b in names[i + 1 :]:
                         if (prompt_id, a, b) not in done:
                             candidates.append((counts.get((prompt_id, a, b), 0), self._rng.random(), prompt_id, a, b))
             if not candidates:
@@ -85,28 +89,41 @@ class ArenaStore:
             _, _, prompt_id, a, b = min(candidates)
             left, right = (a, b) if self._rng.random() < 0.5 else (b, a)
             token = secrets.token_urlsafe(18)
-            self._db.execute("INSERT INTO assignments VALUES (?, ?, ?, ?, ?, ?)",
-                             (token, prompt_id, left, right, annotator, time.time()))
+            self._db.execute(
+                "INSERT INTO assignments VALUES (?, ?, ?, ?, ?, ?)",
+                (token, prompt_id, left, right, annotator, time.time()),
+            )
             self._db.commit()
-            return {"token": token, "prompt": prompts[prompt_id],
-                    "left": by_prompt[prompt_id][left], "right": by_prompt[prompt_id][right]}
+            return {
+                "token": token,
+                "prompt": prompts[prompt_id],
+                "left": by_prompt[prompt_id][left],
+                "right": by_prompt[prompt_id][right],
+            }
 
     def record_vote(self, token: str, choice: str, annotator: str) -> None:
         if choice not in CHOICES:
             raise ValueError(f"vote must be one of {CHOICES}, got {choice!r}")
         with self._lock:
-            row = self._db.execute("SELECT prompt_id, left_model, right_model, annotator FROM assignments WHERE token = ?",
-                                   (token,)).fetchone()
+            row = self._db.execute(
+                "SELECT prompt_id, left_model, right_model, annotator FROM assignments WHERE token = ?", (token,)
+            ).fetchone()
             if row is None:
                 raise KeyError("unknown or expired pair token")
             prompt_id, left, right, assigned_to = row
             if assigned_to != annotator:
                 raise PermissionError("this pair was assigned to another annotator")
             model_a, model_b = sorted((left, right))
-            outcome = {"left": "a" if left == model_a else "b", "right": "a" if right == model_a else "b",
-                       "tie": "tie", "both_bad": "both_bad"}[choice]
-            self._db.execute("INSERT OR REPLACE INTO votes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (token, annotator, prompt_id, model_a, model_b, outcome, left, time.time()))
+            outcome = {
+                "left": "a" if left == model_a else "b",
+                "right": "a" if right == model_a else "b",
+                "tie": "tie",
+                "both_bad": "both_bad",
+            }[choice]
+            self._db.execute(
+                "INSERT OR REPLACE INTO votes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (token, annotator, prompt_id, model_a, model_b, outcome, left, time.time()),
+            )
             self._db.commit()
 
     def votes(self) -> list[dict]:

@@ -39,10 +39,19 @@ def run(lm: EvalLM, cfg: GSM8KConfig) -> TaskResult:
     samples = []
     for doc, text in zip(docs, outputs):
         strict, flexible = extract_strict(text), extract_flexible(text)
-        samples.append({"question": doc["question"], "output": text, "strict": strict, "flexible": flexible,
-                        "strict_match": float(exact_match(strict, doc["answer"])),
-                        "flexible_match": float(exact_match(flexible, doc["answer"]))})
+        samples.append(
+            {
+                "question": doc["question"],
+                "output": text,
+                "strict": strict,
+                "flexible": flexible,
+                "strict_match": float(exact_match(strict, doc["answer"])),
+                "flexible_match": float(exact_match(flexible, doc["answer"])),
+            }
+        )
     n = max(1, len(samples))
-    metrics = {"exact_match_strict": sum(s["strict_match"] for s in samples) / n,
-               "exact_match_flexible": sum(s["flexible_match"] for s in samples) / n}
+    metrics = {
+        "exact_match_strict": sum(s["strict_match"] for s in samples) / n,
+        "exact_match_flexible": sum(s["flexible_match"] for s in samples) / n,
+    }
     return TaskResult("gsm8k", metrics, samples, {"n": len(samples)})

@@ -35,11 +35,16 @@ class HumanEvalConfig:
     seed: int = 0
 
 
-def execute(problems: list[dict], completions: list[list[str]], sandbox: SandboxConfig, workers: int = 2) -> list[list[bool]]:
+def execute(
+    problems: list[dict], completions: list[list[str]], sandbox: SandboxConfig, workers: int = 2
+) -> list[list[bool]]:
     """Run every completion of every problem in its own sandboxed process."""
     nonce = f"lmforge-tests-passed-{secrets.token_hex(16)}"
-    jobs = [(i, j, humaneval_program(p, c, nonce))
-            for i, (p, cs) in enumerate(zip(problems, completions)) for j, c in enumerate(cs)]
+    jobs = [
+        (i, j, humaneval_program(p, c, nonce))
+        for i, (p, cs) in enumerate(zip(problems, completions))
+        for j, c in enumerate(cs)
+    ]
     passed = [[False] * len(cs) for cs in completions]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(run_python, program, sandbox): (i, j) for i, j, program in jobs}
@@ -66,16 +71,22 @@ def run(lm: EvalLM, cfg: HumanEvalConfig) -> TaskResult:
     for problem in problems:
         for sample in range(cfg.n_samples):
             # A distinct seed per sample: identical requests would otherwise be one cache entry.
-            params = GenParams(until=STOP, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                               seed=cfg.seed + sample if cfg.temperature > 0 else None)
+            params = GenParams(
+                until=STOP,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                seed=cfg.seed + sample if cfg.temperature > 0 else None,
+            )
             requests.append((problem["prompt"], params))
     outputs = lm.generate_until(requests)
-    completions = [outputs[i * cfg.n_samples:(i + 1) * cfg.n_samples] for i in range(len(problems))]
+    completions = [outputs[i * cfg.n_samples : (i + 1) * cfg.n_samples] for i in range(len(problems))]
     sandbox = SandboxConfig(timeout_s=cfg.timeout_s, cpu_s=int(cfg.timeout_s), memory_mb=cfg.memory_mb)
     passed = execute(problems, completions, sandbox, cfg.workers)
     metrics = score(passed, cfg.ks)
     skipped = [k for k in cfg.ks if k > cfg.n_samples]
     if skipped:
         log.warning("HumanEval: pass@%s needs n_samples >= k (n_samples=%d); not reported", skipped, cfg.n_samples)
-    samples = [{"task_id": p["task_id"], "completions": c, "passed": ok} for p, c, ok in zip(problems, completions, passed)]
+    samples = [
+        {"task_id": p["task_id"], "completions": c, "passed": ok} for p, c, ok in zip(problems, completions, passed)
+    ]
     return TaskResult("humaneval", metrics, samples, {"n_problems": len(problems), "n_samples": cfg.n_samples})

@@ -57,14 +57,25 @@ def run(lm: EvalLM, cfg: MMLUConfig) -> TaskResult:
         logprobs = [scores[4 * i + j][0] for j in range(4)]
         pred = max(range(4), key=lambda j: logprobs[j])
         pred_norm = max(range(4), key=lambda j: logprobs[j] / len(LETTERS[j]))
-        samples.append({"subject": doc["subject"], "answer": doc["answer"], "pred": pred, "logprobs": logprobs,
-                        "acc": float(pred == doc["answer"]), "acc_norm": float(pred_norm == doc["answer"])})
+        samples.append(
+            {
+                "subject": doc["subject"],
+                "answer": doc["answer"],
+                "pred": pred,
+                "logprobs": logprobs,
+                "acc": float(pred == doc["answer"]),
+                "acc_norm": float(pred_norm == doc["answer"]),
+            }
+        )
         per_subject.setdefault(doc["subject"], []).append(samples[-1])
     metrics = {}
     for name in ("acc", "acc_norm"):
         metrics[name] = sum(s[name] for s in samples) / max(1, len(samples))  # micro
         subject_means = [sum(s[name] for s in rows) / len(rows) for rows in per_subject.values()]
         metrics[f"{name}_macro"] = sum(subject_means) / max(1, len(subject_means))
-    details = {"n": len(samples), "subjects": len(per_subject),
-               "per_subject_acc": {k: sum(s["acc"] for s in v) / len(v) for k, v in per_subject.items()}}
+    details = {
+        "n": len(samples),
+        "subjects": len(per_subject),
+        "per_subject_acc": {k: sum(s["acc"] for s in v) / len(v) for k, v in per_subject.items()},
+    }
     return TaskResult("mmlu", metrics, samples, details)

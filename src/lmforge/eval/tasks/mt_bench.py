@@ -11,8 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.eval.data import load_mt_bench, read_jsonl
-from lmforge.eval.judge import (ChatFn, JudgeConfig, combine_swapped, judge_messages, make_chat_fn,
-                                parse_pair_verdict, parse_rating)
+from lmforge.eval.judge import (
+    ChatFn,
+    JudgeConfig,
+    combine_swapped,
+    judge_messages,
+    make_chat_fn,
+    parse_pair_verdict,
+    parse_rating,
+)
 from lmforge.eval.lm import EvalLM, GenParams
 from lmforge.eval.tasks import TaskResult
 
@@ -36,8 +43,16 @@ def answer_questions(lm: EvalLM, questions: list[dict], max_new_tokens: int) -> 
     params = GenParams(max_new_tokens=max_new_tokens)
     first = lm.generate_chat([[{"role": "user", "content": q["turns"][0]}] for q in questions], params)
     second = lm.generate_chat(
-        [[{"role": "user", "content": q["turns"][0]}, {"role": "assistant", "content": a},
-          {"role": "user", "content": q["turns"][1]}] for q, a in zip(questions, first)], params)
+        [
+            [
+                {"role": "user", "content": q["turns"][0]},
+                {"role": "assistant", "content": a},
+                {"role": "user", "content": q["turns"][1]},
+            ]
+            for q, a in zip(questions, first)
+        ],
+        params,
+    )
     return [[a, b] for a, b in zip(first, second)]
 
 
@@ -45,8 +60,14 @@ def _single_fields(q: dict, answers: list[str], ref: dict | None, turn: int) -> 
     ref_turns = ref["choices"][0]["turns"] if ref else ["", ""]
     if turn == 0:
         return {"question": q["turns"][0], "answer": answers[0], "ref_answer_1": ref_turns[0]}
-    return {"question_1": q["turns"][0], "question_2": q["turns"][1], "answer_1": answers[0],
-            "answer_2": answers[1], "ref_answer_1": ref_turns[0], "ref_answer_2": ref_turns[1]}
+    return {
+        "question_1": q["turns"][0],
+        "question_2": q["turns"][1],
+        "answer_1": answers[0],
+        "answer_2": answers[1],
+        "ref_answer_1": ref_turns[0],
+        "ref_answer_2": ref_turns[1],
+    }
 
 
 def _prompt_name(kind: str, category: str, turn: int) -> str:
@@ -56,8 +77,9 @@ def _prompt_name(kind: str, category: str, turn: int) -> str:
     return base + ("-multi-turn" if turn == 1 else "")
 
 
-def grade_single(chat: ChatFn, prompts: dict, questions: list[dict], answers: list[list[str]],
-                 references: dict, workers: int = 8) -> list[list[float | None]]:
+def grade_single(
+    chat: ChatFn, prompts: dict, questions: list[dict], answers: list[list[str]], references: dict, workers: int = 8
+) -> list[list[float | None]]:
     jobs = [(i, t) for i in range(len(questions)) for t in (0, 1)]
 
     def one(job):
@@ -76,12 +98,27 @@ def _pair_fields(q: dict, a: list[str], b: list[str], ref: dict | None, turn: in
     ref_turns = ref["choices"][0]["turns"] if ref else ["", ""]
     if turn == 0:
         return {"question": q["turns"][0], "answer_a": a[0], "answer_b": b[0], "ref_answer_1": ref_turns[0]}
-    return {"question_1": q["turns"][0], "question_2": q["turns"][1], "answer_a_1": a[0], "answer_a_2": a[1],
-            "answer_b_1": b[0], "answer_b_2": b[1], "ref_answer_1": ref_turns[0], "ref_answer_2": ref_turns[1]}
+    return {
+        "question_1": q["turns"][0],
+        "question_2": q["turns"][1],
+        "answer_a_1": a[0],
+        "answer_a_2": a[1],
+        "answer_b_1": b[0],
+        "answer_b_2": b[1],
+        "ref_answer_1": ref_turns[0],
+        "ref_answer_2": ref_turns[1],
+    }
 
 
-def grade_pairwise(chat: ChatFn, prompts: dict, questions: list[dict], ours: list[list[str]],
-                   baseline: list[list[str]], references: dict, workers: int = 8) -> list[str]:
+def grade_pairwise(
+    chat: ChatFn,
+    prompts: dict,
+    questions: list[dict],
+    ours: list[list[str]],
+    baseline: list[list[str]],
+    references: dict,
+    workers: int = 8,
+) -> list[str]:
     """Per (question, turn): "win"/"loss"/"tie" of our answers vs the baseline, judged in both orders."""
     jobs = [(i, t) for i in range(len(questions)) for t in (0, 1)]
 
@@ -111,7 +148,9 @@ def run(lm: EvalLM, cfg: MTBenchConfig, chat: ChatFn | None = None) -> TaskResul
         Path(cfg.answers_out).parent.mkdir(parents=True, exist_ok=True)
         with open(cfg.answers_out, "w") as handle:
             for q, a in zip(questions, answers):
-                handle.write(json.dumps({"question_id": q["question_id"], "choices": [{"index": 0, "turns": a}]}) + "\n")
+                handle.write(
+                    json.dumps({"question_id": q["question_id"], "choices": [{"index": 0, "turns": a}]}) + "\n"
+                )
     ratings = grade_single(chat, prompts, questions, answers, references, cfg.judge.concurrency)
     valid = [r for pair in ratings for r in pair if r is not None]
     metrics = {"score": sum(valid) / len(valid) if valid else float("nan")}
@@ -119,18 +158,27 @@ def run(lm: EvalLM, cfg: MTBenchConfig, chat: ChatFn | None = None) -> TaskResul
         turn_scores = [pair[turn] for pair in ratings if pair[turn] is not None]
         metrics[f"score_turn{turn + 1}"] = sum(turn_scores) / len(turn_scores) if turn_scores else float("nan")
     details = {"n": len(questions), "unparsed_ratings": sum(r is None for pair in ratings for r in pair)}
-    samples = [{"question_id": q["question_id"], "category": q["category"], "answers": a, "ratings": r}
-               for q, a, r in zip(questions, answers, ratings)]
+    samples = [
+        {"question_id": q["question_id"], "category": q["category"], "answers": a, "ratings": r}
+        for q, a, r in zip(questions, answers, ratings)
+    ]
     if cfg.baseline_answers:
         by_id = {row["question_id"]: row["choices"][0]["turns"] for row in read_jsonl(cfg.baseline_answers)}
         missing = [q["question_id"] for q in questions if q["question_id"] not in by_id]
         if missing:
             raise KeyError(f"{cfg.baseline_answers} lacks answers for question ids {missing[:10]}")
-        outcomes = grade_pairwise(chat, prompts, questions, answers, [by_id[q["question_id"]] for q in questions],
-                                  references, cfg.judge.concurrency)
+        outcomes = grade_pairwise(
+            chat,
+            prompts,
+            questions,
+            answers,
+            [by_id[q["question_id"]] for q in questions],
+            references,
+            cfg.judge.concurrency,
+        )
         wins, losses, ties = (outcomes.count(x) for x in ("win", "loss", "tie"))
         metrics["pairwise_win_rate"] = (wins + 0.5 * ties) / max(1, len(outcomes))
         details["pairwise"] = {"win": wins, "loss": losses, "tie": ties}
         for i, sample in enumerate(samples):
-            sample["pairwise"] = outcomes[2 * i: 2 * i + 2]
+            sample["pairwise"] = outcomes[2 * i : 2 * i + 2]
     return TaskResult("mt_bench", metrics, samples, details)

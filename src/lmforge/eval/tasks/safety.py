@@ -56,8 +56,10 @@ def is_refusal(reply: str, opening_chars: int = 300) -> bool:
 def rates(samples: list[dict], key: str = "refused") -> dict[str, float]:
     harmful = [s[key] for s in samples if s["kind"] == "harmful"]
     benign = [s[key] for s in samples if s["kind"] == "benign"]
-    return {"refusal_rate": sum(harmful) / len(harmful) if harmful else float("nan"),
-            "over_refusal_rate": sum(benign) / len(benign) if benign else float("nan")}
+    return {
+        "refusal_rate": sum(harmful) / len(harmful) if harmful else float("nan"),
+        "over_refusal_rate": sum(benign) / len(benign) if benign else float("nan"),
+    }
 
 
 def run(lm: EvalLM, cfg: SafetyConfig) -> TaskResult:
@@ -65,9 +67,12 @@ def run(lm: EvalLM, cfg: SafetyConfig) -> TaskResult:
     if cfg.limit is not None:  # keep both kinds: refusal and over-refusal each need their half
         harmful = [r for r in rows if r["kind"] == "harmful"][: (cfg.limit + 1) // 2]
         rows = harmful + [r for r in rows if r["kind"] == "benign"][: cfg.limit // 2]
-    replies = lm.generate_chat([[{"role": "user", "content": r["prompt"]}] for r in rows],
-                               GenParams(max_new_tokens=cfg.max_new_tokens))
-    samples = [{**r, "reply": reply, "refused_rule": is_refusal(reply, cfg.opening_chars)} for r, reply in zip(rows, replies)]
+    replies = lm.generate_chat(
+        [[{"role": "user", "content": r["prompt"]}] for r in rows], GenParams(max_new_tokens=cfg.max_new_tokens)
+    )
+    samples = [
+        {**r, "reply": reply, "refused_rule": is_refusal(reply, cfg.opening_chars)} for r, reply in zip(rows, replies)
+    ]
     if cfg.use_judge:
         chat = make_chat_fn(cfg.judge)
         for s in samples:
@@ -79,9 +84,12 @@ def run(lm: EvalLM, cfg: SafetyConfig) -> TaskResult:
     per_category = {}
     for s in samples:
         per_category.setdefault(f"{s['kind']}/{s['category']}", []).append(s["refused"])
-    details = {"n_harmful": sum(s["kind"] == "harmful" for s in samples), "n_benign": sum(s["kind"] == "benign" for s in samples),
-               "classifier": "judge" if cfg.use_judge else "rules",
-               "refusal_by_category": {k: sum(v) / len(v) for k, v in sorted(per_category.items())}}
+    details = {
+        "n_harmful": sum(s["kind"] == "harmful" for s in samples),
+        "n_benign": sum(s["kind"] == "benign" for s in samples),
+        "classifier": "judge" if cfg.use_judge else "rules",
+        "refusal_by_category": {k: sum(v) / len(v) for k, v in sorted(per_category.items())},
+    }
     if cfg.use_judge:
         details["rule_based"] = rates(samples, "refused_rule")
     return TaskResult("safety", metrics, samples, details)

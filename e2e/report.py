@@ -1,0 +1,335 @@
+"""The end-to-end report: every number read back from the artifacts this run wrote.
+
+Writes `<out>/report.md`, `<out>/report.json`, PNG plots, and `<out>/export/lineage.json`
+(the chain from raw pages to the served model: each artifact's path, fingerprint and parent).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from e2e.runner import StepResult  # noqa: E402
+from e2e.steps import CHECKPOINTS  # noqa: E402
+from lmforge.formats.eval_report import REPORT_FILE, read_report  # noqa: E402
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def read_curve(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(step, value), ...]} from a Lightning CSVLogger file."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    if not metrics_csv.exists():
+        return curves
+    with open(metrics_csv) as f:
+        for row in csv.DictReader(f):
+            step = int(float(row.get("step") or 0))
+            for key, value in row.items():
+                if key in ("step", "epoch") or value in ("", None):
+                    continue
+                try:
+                    curves.setdefault(key, []).append((step, float(value)))
+                except ValueError:
+                    continue
+    return curves
+
+
+def plot_loss(curves: dict, path: Path) -> Path | None:
+    if "train/loss" not in curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, style in (("train/loss", "-"), ("val/loss", "o-")):
+        if key in curves:
+            steps, values = zip(*curves[key])
+            ax.plot(steps, values, style, label=key, markersize=4)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title("Pre-training loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_stage_gains(tasks: dict[str, dict], path: Path) -> Path | None:
+    names = [n for n in CHECKPOINTS if tasks.get(n)]
+    if not names:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
+    for ax, (key, label) in zip(
+        axes,
+        (
+            ("format_rate", "answer format rate"),
+            ("accuracy", "held-out accuracy"),
+            ("margin", "chosen - rejected log-prob"),
+        ),
+    ):
+        values = [tasks[n].get(key) or 0.0 for n in names]
+        ax.bar(names, values, color=["#9aa", "#58a", "#a58", "#5a8"][: len(names)])
+        ax.set_title(label, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Three learning signals, three models (held-out generated tasks)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def build_lineage(out: Path) -> dict:
+    corpus = _json(out / "corpus" / "manifest.json") or {}
+    tokenizer = _json(out / "tokenizer" / "manifest.json") or {}
+    shards = _json(out / "shards" / "manifest.json") or {}
+    chain = {
+        "raw_input": corpus.get("inputs"),
+        "corpus": {
+            "path": str(out / "corpus"),
+            "fingerprint": corpus.get("fingerprint"),
+            "documents": corpus.get("total_docs"),
+        },
+        "tokenizer": {
+            "path": str(out / "tokenizer"),
+            "fingerprint": tokenizer.get("fingerprint"),
+            "parent": tokenizer.get("parent"),
+        },
+        "shards": {
+            "path": str(out / "shards"),
+            "tokenizer_fingerprint": shards.get("tokenizer_fingerprint"),
+            "parent": shards.get("parent"),
+        },
+        "checkpoints": {},
+        "eval_reports": {},
+    }
+    for name in CHECKPOINTS:
+        manifest = _json(out / name / "manifest.json") or {}
+        chain["checkpoints"][name] = {
+            "path": str(out / name),
+            "checkpoint": manifest.get("last_checkpoint") or manifest.get("best_checkpoint"),
+            "parent": manifest.get("parent"),
+            "tokenizer_fingerprint": manifest.get("tokenizer_fingerprint"),
+        }
+        chain["eval_reports"][name] = str(out / "eval" / name / "report.json")
+    chain["export"] = {"path": str(out / "export"), "manifest": _json(out / "export" / "manifest.json")}
+    fingerprints = {v.get("tokenizer_fingerprint") for v in chain["checkpoints"].values()}
+    fingerprints |= {chain["tokenizer"]["fingerprint"], chain["shards"]["tokenizer_fingerprint"]}
+    chain["tokenizer_fingerprints_agree"] = len(fingerprints) == 1 and None not in fingerprints
+    return chain
+
+
+def _section_funnel(out: Path, lines: list[str]) -> None:
+    funnel = _json(out / "corpus" / "funnel.json")
+    lines += ["## 1. Data funnel (curation)", ""]
+    if not funnel:
+        lines += ["(no funnel.json)", ""]
+        return
+    steps = funnel.get("steps", {})
+    lines += ["| step | docs in | docs out | MB in | MB out | top removal reasons |", "|---|---|---|---|---|---|"]
+    for name, step in steps.items():
+        reasons = step.get("removed") or {}
+        top = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+        if step.get("modified"):
+            top += (", " if top else "") + "modified: " + ", ".join(f"{k} {v}" for k, v in step["modified"].items())
+        lines.append(
+            f"| {name} | {step.get('docs_in')} | {step.get('docs_out')} | "
+            f"{_fmt(step.get('bytes_in', 0) / 1e6, 2)} | {_fmt(step.get('bytes_out', 0) / 1e6, 2)} | {top} |"
+        )
+    if (out / "corpus" / "funnel.png").exists():
+        shutil.copy(out / "corpus" / "funnel.png", out / "funnel.png")
+        lines += ["", "![funnel](funnel.png)"]
+    lines.append("")
+
+
+def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = False) -> Path:
+    out = Path(out)
+    tokenizer = _json(out / "tokenizer" / "manifest.json") or {}
+    curves = read_curve(out / "pretrain" / "csv" / "metrics.csv")
+    tasks = {name: _json(out / "tasks" / name / "report.json") for name in CHECKPOINTS}
+    evals = {
+        name: read_report(out / "eval" / name) if (out / "eval" / name / REPORT_FILE).exists() else None
+        for name in CHECKPOINTS
+    }
+    quality = _json(out / "export" / "quality.json")
+    smoke = _json(out / "serve_smoke" / "result.json")
+    cai = (_json(out / "cai" / "data" / "manifest.json") or {}).get("counts")
+
+    lineage = build_lineage(out)
+    (out / "export").mkdir(parents=True, exist_ok=True)
+    (out / "export" / "lineage.json").write_text(json.dumps(lineage, indent=2))
+
+    lines = [
+        "# lmforge end-to-end report",
+        "",
+        "Every number below was computed in this run from the artifacts under "
+        f"`{out}`; rerunning skips finished steps.",
+        "",
+    ]
+    lines += ["## Steps", "", "| step | status | seconds |", "|---|---|---|"]
+    lines += [f"| {r.name} | {r.status} | {r.seconds:.1f} |" for r in results]
+    lines += [f"| **total** | | **{sum(r.seconds for r in results):.1f}** |", ""]
+
+    _section_funnel(out, lines)
+
+    lines += [
+        "## 2. Tokenizer",
+        "",
+        f"vocab {tokenizer.get('vocab_size')} (asked {tokenizer.get('requested_vocab_size')}), "
+        f"{_fmt(tokenizer.get('bytes_per_token'))} bytes/token on held-out text, "
+        f"fingerprint `{str(tokenizer.get('fingerprint'))[:16]}…`",
+        "",
+    ]
+
+    lines += ["## 3. Pre-training", ""]
+    val = curves.get("val/loss") or []
+    train = curves.get("train/loss") or []
+    if train:
+        lines.append(f"- train loss {train[0][1]:.3f} (step {train[0][0]}) -> {train[-1][1]:.3f} (step {train[-1][0]})")
+    if val:
+        lines.append(
+            f"- held-out loss {val[0][1]:.3f} (step {val[0][0]}) -> {val[-1][1]:.3f} (step {val[-1][0]}), "
+            f"held-out perplexity {math.exp(val[-1][1]):.1f}"
+        )
+    if plot_loss(curves, out / "pretrain_loss.png"):
+        lines += ["", "![pretraining loss](pretrain_loss.png)"]
+    lines.append("")
+
+    lines += [
+        "## 4. Three learning signals, three models (held-out generated tasks)",
+        "",
+        "| checkpoint | answer format rate | accuracy | chosen-rejected margin | pair accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for name in CHECKPOINTS:
+        t = tasks.get(name) or {}
+        lines.append(
+            f"| {name} | {_fmt(t.get('format_rate'))} | {_fmt(t.get('accuracy'))} | "
+            f"{_fmt(t.get('margin'))} | {_fmt(t.get('pair_accuracy'))} |"
+        )
+
+    def gain(key: str, a: str, b: str) -> str:
+        x, y = (tasks.get(a) or {}).get(key), (tasks.get(b) or {}).get(key)
+        return "-" if x is None or y is None else f"{y - x:+.3f}"
+
+    lines += [
+        "",
+        f"- SFT format-rate gain over pretrain: {gain('format_rate', 'pretrain', 'sft')}, "
+        f"accuracy gain: {gain('accuracy', 'pretrain', 'sft')}",
+        f"- DPO margin gain over SFT: {gain('margin', 'sft', 'dpo')}",
+        f"- RL verifiable-accuracy gain over SFT: {gain('accuracy', 'sft', 'rl')} "
+        f"(over DPO, its parent: {gain('accuracy', 'dpo', 'rl')})",
+    ]
+    if cai:
+        lines.append(f"- CAI short pass: {json.dumps(cai)}")
+    if plot_stage_gains(tasks, out / "stage_gains.png"):
+        lines += ["", "![stage gains](stage_gains.png)"]
+    lines.append("")
+
+    lines += ["## 5. Benchmarks per checkpoint (eval suite)", ""]
+    flat = {n: _flatten((e or {}).get("metrics") or {}) for n, e in evals.items()}
+    metric_names = sorted({k for m in flat.values() for k in m})
+    if metric_names:
+        lines += ["| metric | " + " | ".join(CHECKPOINTS) + " |", "|---" * (len(CHECKPOINTS) + 1) + "|"]
+        for m in metric_names:
+            lines.append(f"| {m} | " + " | ".join(_fmt(flat[n].get(m)) for n in CHECKPOINTS) + " |")
+    final_eval = evals.get(CHECKPOINTS[-1]) or {}
+    verdict = final_eval.get("gate") or {}
+    lines += ["", f"**Release gate ({CHECKPOINTS[-1]}):** {'PASS' if verdict.get('passed') else 'FAIL'}"]
+    for check in verdict.get("checks", []):
+        parent = "" if check.get("parent_value") is None else f", parent {_fmt(check['parent_value'])}"
+        lines.append(
+            f"- {'ok ' if check['passed'] else 'FAIL'} {check['metric']} {check['rule']} "
+            f"{check['threshold']}: {_fmt(check['value'])}{parent} {check.get('reason') or ''}"
+        )
+    lines.append("")
+
+    lines += ["## 6. Quantized export", ""]
+    if quality:
+        rows = quality if isinstance(quality, list) else (quality.get("rows") or [])
+        if rows:
+            keys = list(rows[0].keys())
+            lines += ["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
+            lines += ["| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in rows]
+        else:
+            lines.append("```\n" + json.dumps(quality, indent=2)[:3000] + "\n```")
+    else:
+        lines.append("(no quality.json)")
+    if smoke:
+        lines += [
+            "",
+            f"Serving smoke test: {smoke.get('engine')} at {smoke.get('endpoint')} answered "
+            f"{smoke.get('reply')!r} in {smoke.get('reply_seconds')}s; wrong API key -> HTTP {smoke.get('wrong_key_status')}.",
+        ]
+    lines += [
+        "",
+        "## 7. Lineage",
+        "",
+        f"`export/lineage.json` links raw input -> corpus -> tokenizer -> shards -> "
+        f"{' -> '.join(CHECKPOINTS)} -> export; tokenizer fingerprints agree: "
+        f"**{lineage['tokenizer_fingerprints_agree']}**.",
+        "",
+    ]
+
+    report_path = out / "report.md"
+    report_path.write_text("\n".join(lines))
+    summary = {
+        "steps": [{"name": r.name, "status": r.status, "seconds": r.seconds} for r in results],
+        "tokenizer": tokenizer,
+        "tasks": tasks,
+        "eval_metrics": {n: (e or {}).get("metrics") for n, e in evals.items()},
+        "gate": verdict,
+        "quantization": quality,
+        "serve_smoke": smoke,
+        "lineage_ok": lineage["tokenizer_fingerprints_agree"],
+    }
+    (out / "report.json").write_text(json.dumps(summary, indent=2, default=str))
+    if wandb_enabled:
+        _log_wandb(out, summary)
+    return report_path
+
+
+def _log_wandb(out: Path, summary: dict) -> None:
+    import wandb
+
+    run = wandb.init(project="lmforge", job_type="e2e-report", dir=str(out), mode="offline", reinit=True)
+    flat = {
+        f"tasks/{ckpt}/{k}": v
+        for ckpt, t in (summary["tasks"] or {}).items()
+        if t
+        for k, v in t.items()
+        if isinstance(v, (int, float))
+    }
+    run.log(flat)
+    for png in sorted(out.glob("*.png")):
+        run.log({png.stem: wandb.Image(str(png))})
+    run.finish()

@@ -1,0 +1,183 @@
+"""The end-to-end job as a list of CLI steps (each one the command a user would type)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from e2e.runner import Step
+from lmforge.config_paths import conf_dir
+
+
+def _has_stage(name: str) -> bool:
+    return (conf_dir() / "stage" / f"{name}.yaml").exists()
+
+
+# The checkpoints the report compares, in lineage order (a stage this checkout lacks is left out).
+CHECKPOINTS = ("pretrain", "sft", "dpo") + (("rl",) if _has_stage("rl") else ())
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def build_steps(cfg: DictConfig) -> list[Step]:
+    out = Path(cfg.out_dir)
+    corpus, tokenizer, shards = out / "corpus", out / "tokenizer", out / "shards"
+    common = [
+        f"model={cfg.model}",
+        f"tokenizer.path={tokenizer}",
+        "logger=wandb_csv",
+        "callbacks.progress_bar.refresh_rate=20",
+        *cfg.train_overrides,
+    ]
+
+    def train(stage: str, parent: str | None, max_steps: int, *extra: str) -> Step:
+        args = [f"stage={stage}", f"hydra.run.dir={out / stage}", f"trainer.max_steps={max_steps}", *common, *extra]
+        if parent:
+            args.append(f"init_from={out / parent}")
+        parents = ["shards"] + ([parent] if parent else [])
+        return Step(
+            stage,
+            _python("src/train.py", *args),
+            out / stage,
+            parents=parents,
+            description=f"{stage} ({max_steps} steps)" + (f" from {parent}" if parent else ""),
+        )
+
+    curate = ["-m", "data_pipeline", f"output={corpus}"]
+    if cfg.data_input:
+        curate.append(f"input={cfg.data_input}")
+    steps = [
+        Step("curate", _python(*curate), corpus, description="raw pages -> curated corpus"),
+        Step(
+            "tokenizer",
+            _python(
+                "src/train_tokenizer.py", f"corpus_dir={corpus}", f"out_dir={tokenizer}", f"vocab_size={cfg.vocab_size}"
+            ),
+            tokenizer,
+            parents=["curate"],
+            description="byte-level BPE",
+        ),
+        Step(
+            "shards",
+            _python(
+                "-m",
+                "data_pipeline.shards",
+                f"corpus={corpus}",
+                f"tokenizer={tokenizer}",
+                f"out={shards}",
+                f"seq_len={cfg.seq_len}",
+            ),
+            shards,
+            parents=["tokenizer"],
+            description="tokenize + pack into webdataset shards",
+        ),
+        train(
+            "pretrain",
+            None,
+            cfg.steps.pretrain,
+            "data=curated",
+            f"data.shards_dir={shards}",
+            f"data.corpus_dir={corpus}",
+            f"model.max_seq_len={cfg.seq_len}",
+        ),
+        train("sft", "pretrain", cfg.steps.sft, "experiment=sft_tiny"),
+        train(
+            "dpo",
+            "sft",
+            cfg.steps.dpo,
+            "experiment=dpo_tiny",
+            f"module.reference_cache_dir={out / 'dpo' / 'reference_cache'}",
+        ),
+    ]
+    if "rl" in CHECKPOINTS:
+        # Reasoning RL with the verifiable task reward on unit conversions (conf/experiment/rl_tasks.yaml:
+        # the generated kind where the tiny model already samples some right answers).
+        # A short pass from a weak parent: a low lr keeps the answer format (60 steps at the
+        # experiment's 2e-4 lowered the format rate to 0.82 here).
+        steps.append(
+            train(
+                "rl",
+                "dpo",
+                cfg.steps.rl,
+                "experiment=rl_tasks",
+                "optim.lr=5e-5",
+                f"trainer.val_check_interval={cfg.steps.rl}",
+            )
+        )
+    if _has_stage("cai"):
+        # A short Constitutional-AI pass from SFT: critique/revise + judged pairs, then SFT and DPO.
+        steps.append(train("cai", "sft", cfg.steps.cai_train, f"cai.limit={cfg.steps.cai_prompts}"))
+    # Held-out generated tasks (format, accuracy, preference margin) and the benchmark suite
+    # for every checkpoint; each report names its parent's so the gate can compare.
+    previous = None
+    for name in CHECKPOINTS:
+        report = out / "eval" / name
+        eval_args = [
+            "src/eval.py",
+            f"ckpt={out / name}",
+            f"eval={cfg.eval_suite}",
+            f"out_dir={report}",
+            f"label={name}",
+            f"cache_path={out / 'eval' / 'request_cache.sqlite'}",
+        ]
+        if previous:
+            eval_args.append(f"parent_report={out / 'eval' / previous}")
+        steps.append(
+            Step(
+                f"eval_{name}",
+                _python(*eval_args),
+                report,
+                parents=[name] + ([f"eval_{previous}"] if previous else []),
+                description=f"benchmarks + safety + gate on {name}",
+            )
+        )
+        steps.append(
+            Step(
+                f"tasks_{name}",
+                _python(
+                    "scripts/eval_tasks.py",
+                    f"ckpt={out / name}",
+                    f"n={cfg.eval_tasks_n}",
+                    f"out={out / 'tasks' / name / 'report.json'}",
+                ),
+                out / "tasks" / name,
+                parents=[name],
+                description=f"held-out task accuracy of {name}",
+            )
+        )
+        previous = name
+    final = CHECKPOINTS[-1]
+    export_dir = out / "export"
+    steps.append(
+        Step(
+            "export",
+            _python(
+                "-m",
+                "serving.export",
+                f"ckpt={out / final}",
+                f"quant={cfg.quant}",
+                f"out={export_dir}",
+                f"gate_report={out / 'eval' / final}",
+                f"val_shards={shards}",
+                f"force={str(cfg.force_export).lower()}",
+            ),
+            export_dir,
+            parents=[f"eval_{final}"],
+            description=f"torchao {cfg.quant} -> compressed-tensors",
+        )
+    )
+    if cfg.serve_smoke:
+        steps.append(
+            Step(
+                "serve_smoke",
+                _python("-m", "e2e.serve_smoke", str(export_dir), str(out / "serve_smoke")),
+                out / "serve_smoke",
+                parents=["export"],
+                description="OpenAI-compatible server on loopback",
+            )
+        )
+    return steps
