@@ -3,6 +3,10 @@
 Composes conf/train.yaml, then either fits (`lmforge.training.fit_from_config`) or, when the
 composed config names a `runner` (e.g. conf/stage/cai.yaml: generate data, then run stages),
 hands the whole config to it. All logic lives in `lmforge`; this file only wires Hydra.
+
+Nothing that imports torch or Lightning is imported before the command line has been composed
+once (`lmforge.config_precheck`), so a typo such as `modle=tiny` fails in seconds, not after
+the minute those imports can take on a cold machine.
 """
 
 from __future__ import annotations
@@ -11,20 +15,20 @@ import logging
 import sys
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lmforge.config_paths import conf_dir
-from lmforge.config_schema import DataNotReadError, check_data_override, register_configs, validate_config
-from lmforge.training import fit_from_config, print_summary
 
 log = logging.getLogger(__name__)
-
-register_configs()  # typed schemas must be in the ConfigStore before Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.utils import instantiate
+
+    from lmforge.config_schema import validate_config
+    from lmforge.training import fit_from_config, print_summary
+
     validate_config(cfg)  # `+module.typo=1` bypasses the schemas at compose time
     if cfg.get("runner") is not None:
         return instantiate(cfg.runner)(cfg)
@@ -38,6 +42,8 @@ def refuse_unread_data() -> None:
     """`stage=sft data=curated`: one line naming the stage, not Hydra's "No match in the defaults list"."""
     from hydra._internal.utils import get_args_parser  # Hydra's own command-line grammar
 
+    from lmforge.config_schema import DataNotReadError, check_data_override
+
     try:
         check_data_override(get_args_parser().parse_known_args()[0].overrides)
     except DataNotReadError as err:
@@ -45,5 +51,12 @@ def refuse_unread_data() -> None:
 
 
 if __name__ == "__main__":
+    from lmforge.config_precheck import fail_fast, register_help_resolver
+
+    fail_fast()  # unknown groups, options and keys: Hydra's message in seconds
+    register_help_resolver()  # `--help` lists only the groups conf/train.yaml composes
+    from lmforge.config_schema import register_configs
+
+    register_configs()  # typed schemas must be in the ConfigStore before Hydra composes
     refuse_unread_data()
     main()

@@ -159,14 +159,55 @@ def fit_from_config(cfg: DictConfig) -> dict:
     # Lightning launches the other ranks as copies of this command with this environment.
     os.environ[RESUME_ENV] = resumed_from or ""
     _prepare_run_dir(run_dir, module.tokenizer)
+    log_run_config(loggers, cfg)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resumed_from)
     except BaseException as err:
         write_manifest(run_dir, build_manifest(cfg, module, trainer, resumed_from, f"failed: {err}"))
+        finish_loggers(loggers, exit_code=1)
         raise
     manifest = build_manifest(cfg, module, trainer, resumed_from, "completed")
     write_manifest(run_dir, manifest)
+    finish_loggers(loggers, exit_code=0)
     return manifest
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """What a tracker records about a run: the whole resolved job config (trainer, precision,
+    strategy, data, batch size, seed, ...) plus Hydra's group choices and command-line overrides."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        config["hydra"] = {
+            "choices": OmegaConf.to_container(hydra_cfg.runtime.choices),
+            "overrides": list(hydra_cfg.overrides.task),
+            "job_num": hydra_cfg.job.get("num"),
+            "mode": str(hydra_cfg.mode),
+        }
+    return config
+
+
+def log_run_config(loggers: list, cfg: DictConfig) -> None:
+    """Every logger gets the full composed config, not only the LightningModule's hparams
+    (which Lightning adds on top at fit start). Loggers' `log_hyperparams` run on rank 0 only."""
+    if not loggers:
+        return
+    config = run_config(cfg)
+    for logger in loggers:
+        logger.log_hyperparams(config)
+
+
+@rank_zero_only
+def finish_loggers(loggers: list, exit_code: int) -> None:
+    """Close each W&B run at the end of its job. Lightning's `WandbLogger` leaves the run open,
+    so in a Hydra sweep every later job would otherwise log into the first job's run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger._experiment.finish(exit_code=exit_code)
+            logger._experiment = None
 
 
 @rank_zero_only

@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lmforge.checkpoint import load_for_inference
 from tests.support.compose import MICRO_MODEL, REPO, TRAIN_SCRIPT
+from tests.support.wandb_records import iter_records
+from tests.support.wandb_records import run_config as wandb_run_config
 
 
-def run_train(overrides: list[str], *, check: bool = True, timeout: int = 240) -> subprocess.CompletedProcess:
+def run_train(
+    overrides: list[str], *, check: bool = True, timeout: int = 240, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
     env = dict(
         os.environ,
         PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
@@ -28,7 +33,7 @@ def run_train(overrides: list[str], *, check: bool = True, timeout: int = 240) -
     )
     proc = subprocess.run(
         [sys.executable, str(TRAIN_SCRIPT), *overrides],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -164,23 +169,74 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(base_overrides, tmp_path
     assert json.loads((run_dir / "manifest.json").read_text())["status"].startswith("failed: training loss is nan")
 
 
+def wandb_run(run_dir: Path) -> tuple[str, dict, list[str]]:
+    """(run id, config, record kinds) of the one offline W&B run under `run_dir`, read from its
+    transaction log as `wandb sync` would upload it."""
+    (log_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    kinds = [record.WhichOneof("record_type") for record in iter_records(log_file)]
+    return log_file.stem.removeprefix("run-"), wandb_run_config(log_file), kinds
+
+
 @pytest.mark.slow
-def test_multirun_writes_one_run_dir_per_job(base_overrides, tmp_path):
-    sweep = tmp_path / "sweep"
+def test_readme_sweep_runs_each_job_into_its_own_dir_and_wandb_run(base_overrides, tmp_path):
+    """docs/training.md's `python src/train.py --multirun optim.lr=1e-3,3e-3`, with only the
+    tiny-model / few-step overrides a user adds, run from a fresh working directory: no
+    `hydra.sweep.dir`, the default `logger=wandb`."""
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    repo_sweeps = set(REPO.glob("runs/*/multirun_*")) | set(REPO.glob("multirun"))
+    user_overrides = [o for o in base_overrides if not o.startswith("output_root=")]
     run_train(
         [
             "--multirun",
+            "optim.lr=1e-3,3e-3",
+            *user_overrides,
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+        ],
+        cwd=workdir,
+        timeout=480,
+    )
+    (sweep,) = workdir.glob("runs/pretrain/multirun_*")  # output_root=runs, relative to the cwd
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert set(REPO.glob("runs/*/multirun_*")) | set(REPO.glob("multirun")) == repo_sweeps  # nothing in the repo
+    run_ids = set()
+    for job, lr in (("0", 1e-3), ("1", 3e-3)):
+        manifest = json.loads((sweep / job / "manifest.json").read_text())
+        assert manifest["status"] == "completed" and manifest["config"]["optim"]["lr"] == lr
+        assert f"optim.lr={lr}" in yaml.safe_load((sweep / job / ".hydra" / "overrides.yaml").read_text())
+        # One W&B run per job (not the first job's run reused), finished, with the whole composed config.
+        run_id, config, kinds = wandb_run(sweep / job)
+        run_ids.add(run_id)
+        assert kinds.count("run") == 1 and kinds.count("exit") == 1 and kinds.count("history") >= 2, kinds
+        assert config["optim"]["lr"] == lr
+        assert config["seed"] == 1337 and config["data"]["batch_size"] == 8
+        assert config["trainer"]["max_steps"] == 2 and config["trainer"]["precision"] == "32-true"
+        assert config["trainer"]["strategy"] == "auto"
+        assert config["hydra"]["choices"]["precision"] == "32-true" and config["hydra"]["job_num"] == int(job)
+        assert f"optim.lr={lr}" in config["hydra"]["overrides"]
+    assert len(run_ids) == 2
+
+
+def test_last_checkpoint_holds_the_final_step(base_overrides, tmp_path):
+    """10 steps, `last.ckpt` every 3: Lightning alone leaves it at step 9; the run ends at 10."""
+    run_dir = tmp_path / "last"
+    run_train(
+        [
             *base_overrides,
             "logger=none",
-            "trainer.max_steps=2",
+            "trainer.max_steps=10",
             "trainer.val_check_interval=1000",
-            "optim.lr=1e-3,3e-3",
-            f"hydra.sweep.dir={sweep}",
+            "~callbacks.best_checkpoint",
+            "callbacks.last_checkpoint.every_n_train_steps=3",
+            f"hydra.run.dir={run_dir}",
         ]
     )
-    manifests = sorted(sweep.glob("*/manifest.json"))
-    assert len(manifests) == 2
-    assert sorted(json.loads(m.read_text())["config"]["optim"]["lr"] for m in manifests) == [1e-3, 3e-3]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 10
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["global_step"] == 10 and manifest["last_checkpoint"] == str(last.resolve())
 
 
 def final_loss(run_dir: Path, batch: torch.Tensor) -> float:

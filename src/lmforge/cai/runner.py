@@ -249,6 +249,31 @@ def step_summary(manifest: dict | None, skipped: str | None = None) -> dict:
 
 
 # ---------------------------------------------------------------- entry
+def train_on_generated_data(
+    cfg: DictConfig,
+    step: str,
+    parent: str,
+    data_dir: Path,
+    files: str,
+    enabled: bool,
+    counts: dict[str, int],
+    what: str,
+    stage_nodes: DictConfig | None = None,
+) -> tuple[dict | None, str | None]:
+    """Run `step` on `<data_dir>/<files>_{train,val}.jsonl`: its manifest, or None and why it was skipped."""
+    n_train, n_val = counts[f"{files}_train"], counts[f"{files}_val"]
+    if not enabled:
+        return None, f"cai.run_{step}=false"
+    if n_train == 0 or n_val == 0:
+        return None, f"too few {what} ({n_train} train / {n_val} val)"
+    paths = {
+        "train_path": str((data_dir / f"{files}_train.jsonl").resolve()),
+        "val_path": str((data_dir / f"{files}_val.jsonl").resolve()),
+        "tasks": None,
+    }
+    return run_step(step_config(cfg, step, Path(cfg.run_dir) / step, parent, paths, stage_nodes), step), None
+
+
 def run_cai(cfg: DictConfig) -> float | None:
     """The `runner` of conf/stage/cai.yaml: data, then SFT, then DPO; returns the last val/loss."""
     from lmforge.training import ensure_tokenizer
@@ -286,48 +311,21 @@ def run_cai(cfg: DictConfig) -> float | None:
     }
     (data_dir / MANIFEST_FILE).write_text(json.dumps(data_manifest, indent=2) + "\n")
 
-    sft = dpo = None
-    sft_skip = dpo_skip = None
-    if not cai.run_sft:
-        sft_skip = "cai.run_sft=false"
-    elif counts["sft_train"] == 0 or counts["sft_val"] == 0:
-        sft_skip = f"too few non-empty revisions ({counts['sft_train']} train / {counts['sft_val']} val)"
-    else:
-        sft = run_step(
-            step_config(
-                cfg,
-                "sft",
-                run_dir / "sft",
-                cfg.init_from,
-                {
-                    "train_path": str((data_dir / "sft_train.jsonl").resolve()),
-                    "val_path": str((data_dir / "sft_val.jsonl").resolve()),
-                    "tasks": None,
-                },
-            ),
-            "sft",
-        )
+    sft, sft_skip = train_on_generated_data(
+        cfg, "sft", cfg.init_from, data_dir, "sft", cai.run_sft, counts, "non-empty revisions"
+    )
     dpo_parent = sft["run_dir"] if sft else cfg.init_from
-    if not cai.run_dpo:
-        dpo_skip = "cai.run_dpo=false"
-    elif counts["preferences_train"] == 0 or counts["preferences_val"] == 0:
-        dpo_skip = f"too few decided pairs ({counts['preferences_train']} train / {counts['preferences_val']} val)"
-    else:
-        dpo = run_step(
-            step_config(
-                cfg,
-                "dpo",
-                run_dir / "dpo",
-                dpo_parent,
-                {
-                    "train_path": str((data_dir / "preferences_train.jsonl").resolve()),
-                    "val_path": str((data_dir / "preferences_val.jsonl").resolve()),
-                    "tasks": None,
-                },
-                compose_stage_nodes("dpo"),
-            ),
-            "dpo",
-        )
+    dpo, dpo_skip = train_on_generated_data(
+        cfg,
+        "dpo",
+        dpo_parent,
+        data_dir,
+        "preferences",
+        cai.run_dpo,
+        counts,
+        "decided pairs",
+        compose_stage_nodes("dpo"),
+    )
     for name, reason in (("sft", sft_skip), ("dpo", dpo_skip)):
         if reason:
             log.warning("cai %s skipped: %s", name, reason)

@@ -26,6 +26,7 @@ stops accidental or naive network use, not a determined attacker with ctypes).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import resource
@@ -113,8 +114,11 @@ def available_isolation() -> str:
     probe = SandboxConfig()
     if shutil.which("bwrap") and _probe(_command("bwrap", probe, Path("/tmp"), ["-c", "pass"])):
         return "bwrap"
+    # Cached: logged once per process, and every report records the mode it ran under.
     if shutil.which("unshare") and _probe(_command("unshare", probe, Path("/tmp"), ["-c", "pass"])):
+        log.warning("sandbox: bwrap unavailable or not working here; isolation=auto falls back to unshare")
         return "unshare"
+    log.warning("sandbox: neither bwrap nor unshare works here; isolation=auto falls back to rlimits only")
     return "rlimits"
 
 
@@ -203,6 +207,42 @@ def _command(isolation: str, cfg: SandboxConfig, workdir: Path, args: list[str] 
     return python
 
 
+def _spawn(
+    cfg: SandboxConfig, isolation: str, uid: int | None, workdir: Path, args: list[str], stdin, stdout, stderr
+) -> subprocess.Popen:
+    """Start `python -I <args>` in `workdir` under `isolation`, the rlimits and (as root) `uid`."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"}
+    command = _command(isolation, cfg, workdir, args)
+    if shutil.which("prlimit"):
+        # Popen switches to the fresh uid before exec, so prlimit's --nproc counts that uid.
+        identity = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
+        return subprocess.Popen(
+            _prlimit_prefix(cfg) + command,
+            cwd=workdir,
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            close_fds=True,
+            **identity,
+        )
+    return subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=env,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        preexec_fn=_limits(cfg, uid),
+        close_fds=True,
+    )
+
+
+def resolve_isolation(cfg: SandboxConfig) -> str:
+    return available_isolation() if cfg.isolation == "auto" else cfg.isolation
+
+
 def run_python(code: str, cfg: SandboxConfig | None = None) -> SandboxResult:
     """Execute `code` as a Python program in a fresh sandboxed process.
 
@@ -210,7 +250,7 @@ def run_python(code: str, cfg: SandboxConfig | None = None) -> SandboxResult:
     limit), "timeout" (wall clock exceeded; the process tree was killed).
     """
     cfg = cfg or SandboxConfig()
-    isolation = available_isolation() if cfg.isolation == "auto" else cfg.isolation
+    isolation = resolve_isolation(cfg)
     uid = _fresh_uid() if os.geteuid() == 0 else None
     workdir = Path(tempfile.mkdtemp(prefix="lmforge-sandbox-"))
     try:
@@ -222,33 +262,7 @@ def run_python(code: str, cfg: SandboxConfig | None = None) -> SandboxResult:
         stdout_path, stderr_path = workdir.parent / f"{workdir.name}.out", workdir.parent / f"{workdir.name}.err"
         start = time.monotonic()
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-            env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"}
-            command = _command(isolation, cfg, workdir)
-            if shutil.which("prlimit"):
-                # Popen switches to the fresh uid before exec, so prlimit's --nproc counts that uid.
-                identity = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
-                proc = subprocess.Popen(
-                    _prlimit_prefix(cfg) + command,
-                    cwd=workdir,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
-                    close_fds=True,
-                    **identity,
-                )
-            else:
-                proc = subprocess.Popen(
-                    command,
-                    cwd=workdir,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    preexec_fn=_limits(cfg, uid),
-                    close_fds=True,
-                )
+            proc = _spawn(cfg, isolation, uid, workdir, ["program.py"], subprocess.DEVNULL, out, err)
             timed_out = False
             try:
                 proc.wait(timeout=cfg.timeout_s)
@@ -339,18 +353,134 @@ def _read_capped(path: Path, limit: int) -> str:
     return text + ("\n[output truncated]" if len(data) > limit else "")
 
 
-def humaneval_program(problem: dict, completion: str, nonce: str) -> str:
-    """The program HumanEval's harness runs (prompt + completion, the tests, check()), plus a
-    final print of a per-run secret `nonce`: a completion that calls `sys.exit(0)` before the
-    tests exits cleanly but never prints the nonce it cannot know, so it does not pass."""
-    return (
-        problem["prompt"]
-        + completion
-        + "\n\n"
-        + problem["test"]
-        + "\n\n"
-        + f"check({problem['entry_point']})\nprint({nonce!r})\n"
+PROTOCOL_PATH = Path(__file__).with_name("code_protocol.py")
+
+
+@dataclass
+class CodeCheckResult:
+    """One completion scored against its problem's tests (`check_completion`)."""
+
+    status: str  # passed | failed | timeout
+    isolation: str  # the sandbox mode the candidate process ran under
+    duration_s: float
+    detail: str  # why it failed, from the trusted checker's stderr (capped)
+    candidate_stderr: str  # what the completion printed (stdout and stderr; capped, never read for the verdict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+@functools.cache
+def _warn_forgeable(isolation: str) -> None:
+    log.warning(
+        "code scoring under isolation=%s as a non-root user: the candidate runs under the evaluator's "
+        "own uid without a PID namespace, so it can reach the evaluator's processes and forge a pass; "
+        "use bwrap or evaluate as root (throw-away uids)",
+        isolation,
     )
+
+
+def check_completion(problem: dict, completion: str, cfg: SandboxConfig | None = None) -> CodeCheckResult:
+    """Score `completion` on a HumanEval-style problem (`prompt`, `test`, `entry_point`) with two
+    processes, so that nothing the completion can read, print, exit with or hook decides the verdict.
+
+    - Untrusted (sandboxed like `run_python`): prompt + completion and a request loop
+      (`code_protocol.untrusted_main`). It receives only call arguments and returns each result
+      as tagged plain data. It never holds the tests, `check()`, the nonce or the verdict.
+    - Trusted (a plain subprocess with the same timeout, never importing the completion):
+      `code_protocol.trusted_main` execs the prompt and the tests and calls `check(candidate)`
+      through a proxy that decodes replies to plain data only. When `check` returns normally it
+      writes a per-run nonce to a verdict pipe that only it and this process hold.
+
+    Passed = the trusted child wrote exactly the nonce on the verdict pipe, exited 0, in time.
+    """
+    cfg = cfg or SandboxConfig()
+    isolation = resolve_isolation(cfg)
+    uid = _fresh_uid() if os.geteuid() == 0 else None
+    if uid is None and isolation != "bwrap":
+        _warn_forgeable(isolation)
+    nonce = secrets.token_hex(16)
+    protocol = PROTOCOL_PATH.read_text()
+    workdir = Path(tempfile.mkdtemp(prefix="lmforge-sandbox-"))
+    logs = Path(tempfile.mkdtemp(prefix="lmforge-check-"))  # never inside the candidate's reach
+    fds: list[int] = []
+    untrusted = trusted = None
+    timed_out = False
+    try:
+        (workdir / "program.py").write_text(protocol if isolation == "bwrap" else SOCKET_BLOCKER + protocol)
+        (workdir / "solution.py").write_text(problem["prompt"] + completion)
+        if uid is not None:
+            for path in (workdir, workdir / "program.py", workdir / "solution.py"):
+                os.chown(path, uid, uid)
+        req_r, req_w = os.pipe()  # checker -> candidate: call requests
+        rep_r, rep_w = os.pipe()  # candidate -> checker: encoded results
+        ver_r, ver_w = os.pipe()  # checker -> here: the verdict
+        fds += [req_r, req_w, rep_r, rep_w, ver_r, ver_w]
+        start = time.monotonic()
+        with open(logs / "candidate.err", "wb") as cand_err, open(logs / "check.err", "wb") as check_err:
+            args = ["program.py", "untrusted", "solution.py", problem["entry_point"]]
+            untrusted = _spawn(cfg, isolation, uid, workdir, args, req_r, rep_w, cand_err)
+            mb = 1024 * 1024
+            memory = max(2 * cfg.memory_mb, 2048) * mb
+            trusted_cmd = [cfg.python, "-I", str(PROTOCOL_PATH), "trusted", str(req_w), str(rep_r), str(ver_w)]
+            if shutil.which("prlimit"):
+                trusted_cmd = [
+                    "prlimit",
+                    f"--as={memory}",
+                    f"--cpu={cfg.cpu_s}:{cfg.cpu_s + 1}",
+                    "--core=0",
+                    "--",
+                ] + trusted_cmd
+            trusted = subprocess.Popen(
+                trusted_cmd,
+                cwd=logs,
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=check_err,
+                pass_fds=(req_w, rep_r, ver_w),
+                start_new_session=True,
+                close_fds=True,
+            )
+            for fd in (req_r, req_w, rep_r, rep_w, ver_w):  # the children hold their ends now
+                os.close(fd)
+                fds.remove(fd)
+            job = {
+                "prompt": problem["prompt"],
+                "test": problem["test"],
+                "entry_point": problem["entry_point"],
+                "nonce": nonce,
+            }
+            try:
+                trusted.communicate(json.dumps(job).encode(), timeout=cfg.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            _kill_group(trusted, False)
+            _kill_group(untrusted, isolation != "rlimits")
+        duration = time.monotonic() - start
+        os.set_blocking(ver_r, False)
+        try:
+            verdict = os.read(ver_r, 4096)
+        except BlockingIOError:
+            verdict = b""
+        detail = _read_capped(logs / "check.err", 4000)
+        candidate_stderr = _read_capped(logs / "candidate.err", cfg.max_output_bytes)
+    finally:
+        for proc in (trusted, untrusted):
+            if proc is not None and proc.poll() is None:
+                _kill_group(proc, proc is untrusted and isolation != "rlimits")
+        for fd in fds:
+            os.close(fd)
+        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(logs, ignore_errors=True)
+    if timed_out:
+        status = "timeout"
+    elif trusted.returncode == 0 and verdict == (nonce + "\n").encode():
+        status = "passed"
+    else:
+        status = "failed"
+    return CodeCheckResult(status, isolation, duration, detail, candidate_stderr)
 
 
 if __name__ == "__main__":  # quick manual check: python -m lmforge.eval.sandbox

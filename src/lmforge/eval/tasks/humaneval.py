@@ -1,10 +1,12 @@
 """HumanEval (Chen et al. 2021, arXiv:2107.03374): complete the function from its prompt,
-run the problem's tests on each completion in the sandbox, report unbiased pass@k."""
+score each completion against the problem's tests, report unbiased pass@k.
+
+Scoring is `sandbox.check_completion`: the completion runs sandboxed and only answers calls with
+plain data; the tests and the verdict live in a separate trusted process (docs/evaluation.md)."""
 
 from __future__ import annotations
 
 import logging
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -13,7 +15,7 @@ from tqdm import tqdm
 from lmforge.eval.data import load_humaneval
 from lmforge.eval.lm import EvalLM, GenParams
 from lmforge.eval.metrics import pass_at_k
-from lmforge.eval.sandbox import SandboxConfig, humaneval_program, run_python
+from lmforge.eval.sandbox import CodeCheckResult, SandboxConfig, check_completion
 from lmforge.eval.tasks import TaskResult
 
 log = logging.getLogger(__name__)
@@ -35,24 +37,25 @@ class HumanEvalConfig:
     seed: int = 0
 
 
+def check_all(
+    problems: list[dict], completions: list[list[str]], sandbox: SandboxConfig, workers: int = 2
+) -> list[list[CodeCheckResult]]:
+    """Score every completion of every problem (one sandboxed candidate + one trusted checker each)."""
+    jobs = [(i, j, p, c) for i, (p, cs) in enumerate(zip(problems, completions)) for j, c in enumerate(cs)]
+    results: list[list[CodeCheckResult | None]] = [[None] * len(cs) for cs in completions]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(check_completion, p, c, sandbox): (i, j) for i, j, p, c in jobs}
+        for future in tqdm(futures, desc="sandbox", leave=False):
+            i, j = futures[future]
+            results[i][j] = future.result()
+    return results
+
+
 def execute(
     problems: list[dict], completions: list[list[str]], sandbox: SandboxConfig, workers: int = 2
 ) -> list[list[bool]]:
-    """Run every completion of every problem in its own sandboxed process."""
-    nonce = f"lmforge-tests-passed-{secrets.token_hex(16)}"
-    jobs = [
-        (i, j, humaneval_program(p, c, nonce))
-        for i, (p, cs) in enumerate(zip(problems, completions))
-        for j, c in enumerate(cs)
-    ]
-    passed = [[False] * len(cs) for cs in completions]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(run_python, program, sandbox): (i, j) for i, j, program in jobs}
-        for future in tqdm(futures, desc="sandbox", leave=False):
-            i, j = futures[future]
-            result = future.result()
-            passed[i][j] = result.passed and nonce in result.stdout.splitlines()
-    return passed
+    """Pass/fail of every completion of every problem (`check_all`)."""
+    return [[r.passed for r in row] for row in check_all(problems, completions, sandbox, workers)]
 
 
 def score(passed: list[list[bool]], ks: list[int]) -> dict[str, float]:
@@ -81,12 +84,23 @@ def run(lm: EvalLM, cfg: HumanEvalConfig) -> TaskResult:
     outputs = lm.generate_until(requests)
     completions = [outputs[i * cfg.n_samples : (i + 1) * cfg.n_samples] for i in range(len(problems))]
     sandbox = SandboxConfig(timeout_s=cfg.timeout_s, cpu_s=int(cfg.timeout_s), memory_mb=cfg.memory_mb)
-    passed = execute(problems, completions, sandbox, cfg.workers)
+    results = check_all(problems, completions, sandbox, cfg.workers)
+    passed = [[r.passed for r in row] for row in results]
+    isolation = sorted({r.isolation for row in results for r in row})
+    log.info("HumanEval: %d completions scored under isolation=%s", sum(map(len, results)), ",".join(isolation))
     metrics = score(passed, cfg.ks)
     skipped = [k for k in cfg.ks if k > cfg.n_samples]
     if skipped:
         log.warning("HumanEval: pass@%s needs n_samples >= k (n_samples=%d); not reported", skipped, cfg.n_samples)
     samples = [
-        {"task_id": p["task_id"], "completions": c, "passed": ok} for p, c, ok in zip(problems, completions, passed)
+        {
+            "task_id": p["task_id"],
+            "completions": c,
+            "passed": ok,
+            "status": [r.status for r in row],
+            "isolation": ",".join(sorted({r.isolation for r in row})),
+        }
+        for p, c, ok, row in zip(problems, completions, passed, results)
     ]
-    return TaskResult("humaneval", metrics, samples, {"n_problems": len(problems), "n_samples": cfg.n_samples})
+    details = {"n_problems": len(problems), "n_samples": cfg.n_samples, "isolation": ",".join(isolation)}
+    return TaskResult("humaneval", metrics, samples, details)
