@@ -188,7 +188,7 @@ def test_readme_sweep_runs_each_job_into_its_own_dir_and_wandb_run(base_override
     user_overrides = [o for o in base_overrides if not o.startswith("output_root=")]
     run_train(
         [
-            "--multirun",
+            "-m",
             "optim.lr=1e-3,3e-3",
             *user_overrides,
             "trainer.max_steps=2",
