@@ -127,9 +127,9 @@ def model_cfg() -> dict:
 
 
 @pytest.fixture()
-def rl_model_cfg() -> dict:
-    torch.manual_seed(0)
-    return dict(vocab_size=384, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=128, name="t")
+def rl_model_cfg(model_cfg) -> dict:
+    """`model_cfg` at the RL tokenizer's vocabulary size."""
+    return {**model_cfg, "vocab_size": 384, "name": "t"}
 
 
 @pytest.fixture()
