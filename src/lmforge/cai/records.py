@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 PACKAGED_PROMPTS_DIR = Path(__file__).parent / "prompt_sets"
 CRITIQUES_FILE = "critiques.jsonl"
 COMPARISONS_FILE = "comparisons.jsonl"
+DATA_MANIFEST_FILE = "manifest.json"  # what the data dir holds and where it came from
 
 
 @dataclass(frozen=True)

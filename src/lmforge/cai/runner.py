@@ -39,6 +39,7 @@ from lmforge.cai.judge import Judge, LogprobJudge, TextJudge, comparison_records
 from lmforge.cai.records import (
     COMPARISONS_FILE,
     CRITIQUES_FILE,
+    DATA_MANIFEST_FILE,
     AppendOnlyLog,
     PromptRecord,
     load_prompts,
@@ -48,7 +49,7 @@ from lmforge.cai.records import (
 from lmforge.checkpoint import load_for_inference
 from lmforge.config_paths import conf_dir
 from lmforge.config_schema import CAIConfig, CAINodeConfig, EndpointConfig
-from lmforge.formats.checkpoint_meta import MANIFEST as MANIFEST_FILE
+from lmforge.formats.checkpoint_meta import MANIFEST as RUN_MANIFEST_FILE
 from lmforge.formats.checkpoint_meta import read_run_manifest, write_run_manifest
 from lmforge.generate import SamplingConfig
 from lmforge.tokenizer import Tokenizer, check_fingerprint
@@ -309,7 +310,7 @@ def run_cai(cfg: DictConfig) -> float | None:
         "config": asdict(cai),
         "counts": counts,
     }
-    (data_dir / MANIFEST_FILE).write_text(json.dumps(data_manifest, indent=2) + "\n")
+    (data_dir / DATA_MANIFEST_FILE).write_text(json.dumps(data_manifest, indent=2) + "\n")
 
     sft, sft_skip = train_on_generated_data(
         cfg, "sft", cfg.init_from, data_dir, "sft", cai.run_sft, counts, "non-empty revisions"
@@ -378,4 +379,4 @@ def print_summary(manifest: dict) -> None:
         metrics = info.get("final_metrics") or {}
         shown = f" val/loss={metrics['val/loss']:.4f}" if "val/loss" in metrics else ""
         print(f"  {step}: {info['status']}{shown} {info.get('run_dir') or ''}")
-    print(f"  manifest: {Path(manifest['run_dir']) / MANIFEST_FILE}")
+    print(f"  manifest: {Path(manifest['run_dir']) / RUN_MANIFEST_FILE}")
