@@ -163,8 +163,13 @@ def policy_loss(
     beta: float = 0.0,
     loss_type: str = "grpo",
     max_completion_len: int | None = None,
+    kl_bias_correction: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped surrogate (+ beta * k3 KL) over completion tokens [N, T]; returns (loss, metrics).
+
+    `kl_bias_correction` weights each token's k3 term by the importance ratio pi/pi_old: the samples
+    come from pi_old, so the plain k3 mean estimates KL under the wrong policy once num_iterations > 1
+    (DeepSeek-V3.2, arXiv:2512.02556; TRL's `use_bias_correction_kl`).
 
     Aggregation (`loss_type`): `grpo` token mean per sequence, then mean over sequences; `dapo` token
     mean over the whole batch (Yu et al. 2025, arXiv:2503.14476); `dr_grpo` token sum over a constant
@@ -182,6 +187,8 @@ def policy_loss(
         if ref_logps is None:
             raise ValueError("beta > 0 needs ref_logps")
         kl = k3_kl(logps, ref_logps)
+        if kl_bias_correction:
+            kl = kl * ratio
         per_token = per_token + beta * kl
     tokens = mask.sum().clamp(min=1)
     if loss_type == "grpo":

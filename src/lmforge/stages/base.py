@@ -3,7 +3,7 @@
 The base owns what all stages share: building the `Transformer` (in `configure_model`, so FSDP2
 can shard it per `DecoderLayer`, optionally from the meta device), loading `init_from`
 (Lightning checkpoint, run dir or HF export) with a tokenizer-fingerprint check, LoRA wrapping,
-AdamW with linear warmup + cosine decay, the checkpoint lineage, and logging of
+the optimizer and LR schedule (lmforge.optimizers), the checkpoint lineage, and logging of
 `{split}/loss`, the stage's metrics and the gradient norm. Tokens/s and MFU come from
 `lmforge.callbacks.ThroughputMFU`, which asks the stage for `batch_tokens` / `flops_per_token`.
 """
@@ -11,7 +11,6 @@ AdamW with linear warmup + cosine decay, the checkpoint lineage, and logging of
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import Tensor
 
 from lmforge.checkpoint import LMFORGE_KEY, load_for_inference, read_metadata
 from lmforge.model import DecoderLayer, ModelConfig, Transformer, build_model
+from lmforge.optimizers import build_optimizer, is_no_decay, lr_multiplier  # noqa: F401 (re-exported)
 from lmforge.tokenizer import Tokenizer, check_fingerprint
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class OptimConfig:
-    """AdamW + linear warmup + cosine decay to `min_lr_ratio * lr` at `decay_steps`."""
+    """`name` (adamw | muon) + linear warmup + `schedule` (cosine | wsd | constant) down to
+    `min_lr_ratio * lr` at `decay_steps`; see lmforge.optimizers."""
 
+    name: str = "adamw"
     lr: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
@@ -40,6 +42,10 @@ class OptimConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
     decay_steps: int | None = None  # None: the trainer's estimated number of optimizer steps
+    schedule: str = "cosine"
+    decay_fraction: float = 0.2  # wsd: share of decay_steps spent cooling down
+    momentum: float = 0.95  # muon only
+    fused: bool | None = None  # AdamW's fused kernel; None: torch's default (foreach)
 
 
 def to_plain(value: Any) -> Any:
@@ -65,22 +71,6 @@ def model_config_from(value: dict | ModelConfig | DictConfig) -> ModelConfig:
 def run_seed() -> int:
     """The seed `lightning.seed_everything` set for this run (0 outside a seeded run)."""
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
-
-
-def lr_multiplier(step: int, warmup_steps: int, decay_steps: int, min_lr_ratio: float) -> float:
-    """Linear warmup from ~0 to 1 over `warmup_steps`, then cosine to `min_lr_ratio` at `decay_steps`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if step >= decay_steps:
-        return min_lr_ratio
-    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def is_no_decay(name: str, param: Tensor) -> bool:
-    """Norm gains (1-D) and embedding tables are not decayed: decay would pull rare tokens'
-    rows and the per-channel scales towards zero for no regularising benefit."""
-    return param.ndim < 2 or "embed_tokens" in name
 
 
 class BaseStage(L.LightningModule):
@@ -109,7 +99,7 @@ class BaseStage(L.LightningModule):
         self.hparams.update({k: to_plain(v) for k, v in self.hparams.items()})
         self.tokenizer_path = str(tokenizer_path)
         self.tokenizer = Tokenizer.load(tokenizer_path)
-        self.optim_config = OptimConfig(**{k: v for k, v in (to_plain(optim) or {}).items() if k != "name"})
+        self.optim_config = OptimConfig(**(to_plain(optim) or {}))
         self.peft_config = to_plain(peft) or None
         self.activation_checkpointing = activation_checkpointing
         self.meta_init = meta_init
@@ -268,22 +258,13 @@ class BaseStage(L.LightningModule):
     # ----- optimizer -----
     def configure_optimizers(self):
         cfg = self.optim_config
-        decay, no_decay, seen = [], [], set()
-        for name, param in self.named_parameters():
-            if not param.requires_grad or id(param) in seen:
-                continue
-            seen.add(id(param))
-            (no_decay if is_no_decay(name, param) else decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": cfg.weight_decay, "name": "decay"},
-            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-        ]
-        optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
-        )
+        optimizer = build_optimizer(self.named_parameters(), cfg)
         decay_steps = cfg.decay_steps or int(self.trainer.estimated_stepping_batches)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_multiplier(step, cfg.warmup_steps, decay_steps, cfg.min_lr_ratio)
+            optimizer,
+            lambda step: lr_multiplier(
+                step, cfg.warmup_steps, decay_steps, cfg.min_lr_ratio, cfg.schedule, cfg.decay_fraction
+            ),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

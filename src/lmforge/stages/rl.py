@@ -105,6 +105,7 @@ class RLStage(BaseStage):
         loss_type: str = "grpo",
         scale_rewards: str = "group",
         num_iterations: int = 1,
+        kl_bias_correction: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -134,6 +135,7 @@ class RLStage(BaseStage):
         self.sampling = replace(sampling_cfg, stop_token_ids=(self.tokenizer.end_of_turn_id,))
         self.beta, self.eps_low, self.eps_high = beta, eps_low, eps_high
         self.loss_type, self.scale_rewards = loss_type, scale_rewards
+        self.kl_bias_correction = kl_bias_correction
         self._rollout: Rollout | None = None
         self._train_tokens = 0
         self._train_clock: float | None = None
@@ -223,6 +225,7 @@ class RLStage(BaseStage):
             self.beta,
             self.loss_type,
             self.sampling.max_new_tokens,
+            self.kl_bias_correction,
         )
         generated = int(rollout.completion_mask.sum())
         self._train_tokens = int(rollout.attn.sum())

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmforge.data.prompts import PromptDataModule
-from lmforge.losses import group_advantages, k3_kl, policy_loss
+from lmforge.losses import POLICY_LOSS_TYPES, group_advantages, k3_kl, policy_loss
 from lmforge.stages.rl import RLStage
 
 
@@ -116,3 +116,40 @@ def test_rl_step_keeps_training_mode_and_parameters(rl_tokenizer_dir, rl_model_c
     assert not reference.training and not any(p.requires_grad for p in reference.parameters())
     assert all(m is not reference for m in stage.modules())
     assert not {id(p) for p in reference.parameters()} & {id(p) for p in stage.parameters()}
+
+
+def test_kl_bias_correction_weights_k3_by_the_importance_ratio():
+    g = torch.Generator().manual_seed(3)
+    logps = -torch.rand(4, 6, generator=g)
+    old = logps + 0.3 * torch.randn(4, 6, generator=g)
+    ref = logps + 0.2 * torch.randn(4, 6, generator=g)
+    adv, mask = torch.zeros(4), torch.ones(4, 6)  # zero advantages: the loss is the KL term alone
+    plain, _ = policy_loss(logps, old, ref, adv, mask, beta=1.0, loss_type="dapo")
+    corrected, metrics = policy_loss(logps, old, ref, adv, mask, beta=1.0, loss_type="dapo", kl_bias_correction=True)
+    want = (k3_kl(logps, ref) * torch.exp(logps - old)).mean()
+    torch.testing.assert_close(corrected, want)
+    torch.testing.assert_close(metrics["kl"], want)
+    assert not torch.allclose(plain, corrected)
+
+
+def test_loss_types_differ_once_completions_have_different_lengths():
+    """With every completion at max_new_tokens the three aggregations coincide; lengths 1..6 of 8 must
+    separate them, each matching its formula."""
+    g = torch.Generator().manual_seed(4)
+    n, t = 6, 8
+    logps = -torch.rand(n, t, generator=g)
+    old = logps + 0.3 * torch.randn(n, t, generator=g)
+    adv = torch.randn(n, generator=g)
+    lengths = torch.arange(1, n + 1)
+    mask = torch.arange(t)[None, :] < lengths[:, None]
+    got = {
+        lt: policy_loss(logps, old, None, adv, mask, loss_type=lt, max_completion_len=t)[0] for lt in POLICY_LOSS_TYPES
+    }
+    for lt, value in got.items():
+        want = reference_loss(logps, old, None, adv, mask, 0.2, 0.2, 0.0, lt, t)
+        torch.testing.assert_close(value, torch.as_tensor(want, dtype=value.dtype))
+    assert len({round(v.item(), 6) for v in got.values()}) == 3
+    full = torch.ones(n, t, dtype=torch.bool)
+    same = [policy_loss(logps, old, None, adv, full, loss_type=lt, max_completion_len=t)[0] for lt in POLICY_LOSS_TYPES]
+    torch.testing.assert_close(same[0], same[1])
+    torch.testing.assert_close(same[1], same[2])
