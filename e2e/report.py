@@ -1,6 +1,6 @@
 """The end-to-end report: every number read back from the artifacts this run wrote.
 
-Writes `<out>/report.md`, `<out>/report.json`, PNG plots, and `<out>/export/lineage.json`
+Writes `<out>/report.md`, the same as one self-contained `<out>/report.html`, `<out>/report.json`, PNG plots, and `<out>/export/lineage.json`
 (the chain from raw pages to the served model: each artifact's path, fingerprint and parent).
 """
 
@@ -17,7 +17,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from e2e.report_html import write_html  # noqa: E402
 from e2e.runner import StepResult  # noqa: E402
+from e2e.stage_claims import check_all, markdown_rows  # noqa: E402
+from e2e.stage_plot import plot_stages  # noqa: E402
 from e2e.steps import CHECKPOINTS  # noqa: E402
 from lmforge.formats.eval_report import REPORT_FILE, read_report  # noqa: E402
 
@@ -78,30 +81,6 @@ def plot_loss(curves: dict, path: Path) -> Path | None:
     ax.set_title("Pre-training loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def plot_stage_gains(tasks: dict[str, dict], path: Path) -> Path | None:
-    names = [n for n in CHECKPOINTS if tasks.get(n)]
-    if not names:
-        return None
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
-    for ax, (key, label) in zip(
-        axes,
-        (
-            ("format_rate", "answer format rate"),
-            ("accuracy", "held-out accuracy"),
-            ("margin", "chosen - rejected log-prob"),
-        ),
-    ):
-        values = [tasks[n].get(key) or 0.0 for n in names]
-        ax.bar(names, values, color=["#9aa", "#58a", "#a58", "#5a8"][: len(names)])
-        ax.set_title(label, fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Three learning signals, three models (held-out generated tasks)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -237,21 +216,18 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
             f"{_fmt(t.get('margin'))} | {_fmt(t.get('pair_accuracy'))} |"
         )
 
-    def gain(key: str, a: str, b: str) -> str:
-        x, y = (tasks.get(a) or {}).get(key), (tasks.get(b) or {}).get(key)
-        return "-" if x is None or y is None else f"{y - x:+.3f}"
-
+    claims = check_all(tasks)
     lines += [
         "",
-        f"- SFT format-rate gain over pretrain: {gain('format_rate', 'pretrain', 'sft')}, "
-        f"accuracy gain: {gain('accuracy', 'pretrain', 'sft')}",
-        f"- DPO margin gain over SFT: {gain('margin', 'sft', 'dpo')}",
-        f"- RL verifiable-accuracy gain over SFT: {gain('accuracy', 'sft', 'rl')} "
-        f"(over DPO, its parent: {gain('accuracy', 'dpo', 'rl')})",
+        "Each stage against its parent on the same held-out items (paired: exact sign test on the items "
+        "that changed; margins: sign test + bootstrap interval). Anything short of p < alpha in the claimed "
+        "direction is reported as no significant gain.",
+        "",
+        *markdown_rows(claims),
     ]
     if cai:
         lines.append(f"- CAI short pass: {json.dumps(cai)}")
-    if plot_stage_gains(tasks, out / "stage_gains.png"):
+    if plot_stages(tasks, list(CHECKPOINTS), out / "stage_gains.png"):
         lines += ["", "![stage gains](stage_gains.png)"]
     lines.append("")
 
@@ -302,10 +278,12 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
 
     report_path = out / "report.md"
     report_path.write_text("\n".join(lines))
+    write_html(report_path)
     summary = {
         "steps": [{"name": r.name, "status": r.status, "seconds": r.seconds} for r in results],
         "tokenizer": tokenizer,
         "tasks": tasks,
+        "stage_claims": claims,
         "eval_metrics": {n: (e or {}).get("metrics") for n, e in evals.items()},
         "gate": verdict,
         "quantization": quality,

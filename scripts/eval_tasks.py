@@ -6,11 +6,14 @@
 - accuracy: share whose answer is correct (`lmforge.data.tasks.is_correct`);
 - margin: mean of log p(chosen) - log p(rejected) (summed over completion tokens) on the
   held-out preference pairs, and pair accuracy: how often chosen is the likelier one.
-Held-out prompts never occur in any train split (`lmforge.data.tasks.split_of`).
+Held-out prompts never occur in any train split (`lmforge.data.tasks.split_of`). The report keeps
+every item's outcome (`items`, `pair_margins`) in a fixed order with the prompts' hashes, so two
+checkpoints' reports can be compared item by item (paired tests in e2e/significance.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import defaultdict
@@ -49,23 +52,29 @@ def generation_scores(model: Transformer, tokenizer: Tokenizer, tasks: list[Task
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
     formatted, correct = 0, 0
     by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    examples = []
+    examples, items = [], {"task_id": [], "correct": [], "formatted": []}
     for start in tqdm(range(0, len(tasks), cfg.batch_size), desc="generating", leave=False):
         chunk = tasks[start : start + cfg.batch_size]
         replies = generate_chat(model, tokenizer, [[{"role": "user", "content": t.prompt}] for t in chunk], sampling)
         for task, reply in zip(chunk, replies, strict=True):
             ok = is_correct(task, reply)
-            formatted += extract_answer(reply) is not None
+            has_format = extract_answer(reply) is not None
+            formatted += has_format
             correct += ok
+            items["task_id"].append(hashlib.sha256(task.prompt.encode()).hexdigest()[:12])
+            items["correct"].append(int(ok))
+            items["formatted"].append(int(has_format))
             by_kind[task.kind][0] += ok
             by_kind[task.kind][1] += 1
             if len(examples) < 4:
                 examples.append({"prompt": task.prompt, "reply": reply, "answer": task.answer})
     return {
+        "n": len(tasks),
         "format_rate": formatted / len(tasks),
         "accuracy": correct / len(tasks),
         "accuracy_by_kind": {k: c / n for k, (c, n) in sorted(by_kind.items())},
         "examples": examples,
+        "items": items,
     }
 
 
@@ -81,7 +90,11 @@ def preference_scores(model: Transformer, tokenizer: Tokenizer, cfg: EvalTasksCo
         chosen, rejected = logps.chunk(2)
         margins.append(chosen - rejected)
     margin = torch.cat(margins)
-    return {"margin": margin.mean().item(), "pair_accuracy": (margin > 0).float().mean().item()}
+    return {
+        "margin": margin.mean().item(),
+        "pair_accuracy": (margin > 0).float().mean().item(),
+        "pair_margins": [round(m, 6) for m in margin.tolist()],
+    }
 
 
 def main() -> None:

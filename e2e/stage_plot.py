@@ -1,0 +1,85 @@
+"""The per-stage figure: rates on a 0-1 axis with n and a 95% Wilson interval on every bar, and the
+preference margin with its bootstrap interval, so 2 right answers out of 100 look like what they are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from e2e.significance import wilson_interval  # noqa: E402
+
+COLORS = ["#8a9a9a", "#4f7fb0", "#b04f7f", "#4fb07f", "#b0904f"]
+
+
+def _rate(report: dict, key: str) -> tuple[float, float, float, int] | None:
+    outcomes = (report.get("items") or {}).get(key)
+    if outcomes:
+        k, n = int(sum(outcomes)), len(outcomes)
+    elif report.get(key if key != "correct" else "accuracy") is not None and report.get("n"):
+        n = int(report["n"])
+        k = round(report[key if key != "correct" else "accuracy"] * n)
+    else:
+        return None
+    low, high = wilson_interval(k, n)
+    return k / n, low, high, n
+
+
+def _margin(report: dict) -> tuple[float, float, float, int] | None:
+    margins = report.get("pair_margins")
+    if not margins:
+        return None
+    values = np.asarray(margins, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    means = values[rng.integers(0, len(values), size=(2000, len(values)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(values.mean()), float(low), float(high), len(values)
+
+
+def plot_stages(tasks: dict[str, dict | None], order: list[str], path: Path) -> Path | None:
+    names = [n for n in order if tasks.get(n)]
+    if not names:
+        return None
+    panels = (
+        ("answer format rate", lambda r: _rate(r, "formatted"), True),
+        ("held-out task accuracy", lambda r: _rate(r, "correct"), True),
+        ("chosen - rejected log-prob", _margin, False),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    for ax, (title, value_of, is_rate) in zip(axes, panels, strict=True):
+        rows = [(n, value_of(tasks[n])) for n in names]
+        rows = [(n, v) for n, v in rows if v is not None]
+        if not rows:
+            ax.set_axis_off()
+            continue
+        x = np.arange(len(rows))
+        means = [v[0] for _, v in rows]
+        errors = [[max(0.0, v[0] - v[1]) for _, v in rows], [max(0.0, v[2] - v[0]) for _, v in rows]]
+        ax.bar(x, means, color=COLORS[: len(rows)], yerr=errors, capsize=4, ecolor="#333")
+        ax.set_xticks(x, [f"{n}\nn={v[3]}" for n, v in rows], fontsize=8)
+        for xi, m in zip(x, means, strict=True):
+            inside = is_rate and m > 0.85  # near the top of the 0-1 axis: label inside the bar
+            ax.annotate(
+                f"{m:.2f}",
+                (xi, m),
+                textcoords="offset points",
+                xytext=(0, -12 if inside else 3),
+                ha="center",
+                fontsize=8,
+                color="white" if inside else "#222",
+            )
+        if is_rate:
+            ax.set_ylim(0, 1)  # rates always on their whole range
+        else:
+            ax.axhline(0, color="#333", linewidth=0.8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Each stage on held-out generated tasks (bars: 95% intervals)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
