@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from lmforge.checkpoint import load_for_inference
+from lmforge.lora.quantize import dense
 from lmforge.losses import PREFERENCE_LOSS_TYPES, dpo_loss, sequence_logps
 from lmforge.stages.base import BaseStage
 
@@ -32,7 +33,8 @@ def tensor_fingerprint(named: Any) -> str:
     """sha256 over (name, dtype, shape, bytes) of named tensors, in name order."""
     digest = hashlib.sha256()
     for name, tensor in sorted(named, key=lambda item: item[0]):
-        t = tensor.detach().to("cpu").contiguous()
+        # A QLoRA base holds torchao tensors, which have no byte view: hash their dequantized values.
+        t = dense(tensor.detach()).to("cpu").contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()

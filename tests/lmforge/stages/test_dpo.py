@@ -152,3 +152,20 @@ def test_nll_weight_adds_chosen_token_nll(model_cfg, task_tokenizer_dir, parent_
     chosen_nll = -(logps.chunk(2)[0] / lengths.chunk(2)[0]).mean()
     expected = plain.compute_loss(batch, "train")[0] + 0.5 * chosen_nll
     torch.testing.assert_close(rpo.compute_loss(batch, "train")[0], expected)
+
+
+def test_reference_cache_fingerprint_accepts_a_qlora_base():
+    """The reference-logp cache key hashes the base weights; a QLoRA base holds torchao int8 tensors
+    (no byte view), which hash as their dequantized values and still separate different bases."""
+    from lmforge.lora.quantize import dense, quantize_base
+    from lmforge.stages.dpo import tensor_fingerprint
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=64, d_model=128, n_layers=1, n_heads=2, ffn_dim=256, max_seq_len=16))
+    quantized = quantize_base(model, "int8")
+    named = list(quantized.state_dict().items())
+    assert any(type(t).__module__.startswith("torchao") for _, t in named)
+    key = tensor_fingerprint(named)
+    assert key == tensor_fingerprint([(n, dense(t)) for n, t in named])
+    named[-1] = (named[-1][0], named[-1][1] + 1)
+    assert tensor_fingerprint(named) != key
