@@ -1,5 +1,6 @@
 """Serving smoke test: start `serving.local` on an export (loopback only), talk to it through
-the OpenAI-compatible client, check that a wrong API key is refused, stop it.
+the OpenAI-compatible client, check that a wrong API key is refused and that the key is on no
+process's command line (it goes in through $LMFORGE_API_KEY), stop it.
 
     python -m e2e.serve_smoke <export_dir> <out_dir>
 
@@ -41,6 +42,17 @@ def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 180.0) -> N
     raise TimeoutError(f"serving.local at {base} not healthy after {timeout:.0f}s")
 
 
+def key_in_any_cmdline(key: str) -> bool:
+    """Whether any process's /proc/<pid>/cmdline (world-readable) holds the key."""
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if key.encode() in (entry / "cmdline").read_bytes():
+                return True
+        except OSError:  # exited meanwhile
+            continue
+    return False
+
+
 def main(export_dir: str, out_dir: str) -> dict:
     from lmforge.client import OpenAIClient
 
@@ -53,7 +65,6 @@ def main(export_dir: str, out_dir: str) -> dict:
         f"ckpt={export_dir}",
         f"port={port}",
         "host=127.0.0.1",
-        f"api_key={key}",
     ]
     proc = subprocess.Popen(cmd, env={**os.environ, "LMFORGE_API_KEY": key})
     try:
@@ -68,13 +79,15 @@ def main(export_dir: str, out_dir: str) -> dict:
             json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
             timeout=30,
         )
+        key_on_argv = key_in_any_cmdline(key)
         result = {
             "endpoint": f"{base}/v1",
             "engine": "serving.local (lmforge generate.py)",
             "reply": reply,
             "reply_seconds": round(seconds, 2),
             "wrong_key_status": wrong.status_code,
-            "ok": isinstance(reply, str) and wrong.status_code == 401,
+            "key_in_a_cmdline": key_on_argv,
+            "ok": isinstance(reply, str) and wrong.status_code == 401 and not key_on_argv,
         }
     finally:
         proc.terminate()

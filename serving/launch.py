@@ -6,6 +6,10 @@ OpenAI-compatible endpoint; `engine=true` runs the offline `sglang.Engine` on a 
 its compressed-tensors scheme (W8A8-int8, WNA16, FP8) itself, which is the only way it serves
 these pre-quantized weights. SGLang lives in its own deploy venv (README.md, "Serving"), so this module
 imports it only on the `engine=true` path and launches the server through `python`.
+
+The API key never goes on SGLang's command line (world-readable in /proc/<pid>/cmdline): it is
+written to an owner-only YAML file passed as `--config` (SGLang merges that file into its own
+arguments in-process), and the file is deleted once the server is healthy.
 """
 
 from __future__ import annotations
@@ -13,17 +17,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from serving.api_key import API_KEY_ENV, key_was_given, refuse_key_on_argv, resolve_api_key
 
 log = logging.getLogger(__name__)
-
-API_KEY_ENV = "LMFORGE_API_KEY"
 
 
 @dataclass
@@ -34,7 +37,8 @@ class LaunchConfig:
     port: int = 30000
     tp_size: int = 1
     dtype: str = "auto"  # auto => the export's config.json dtype
-    api_key: str | None = None  # None => $LMFORGE_API_KEY, else a fresh random key (printed)
+    api_key: str | None = None  # Python callers only; the CLI refuses it (argv is world-readable)
+    api_key_file: str | None = None  # file holding the key (mode 600); else $LMFORGE_API_KEY, else random (printed)
     served_model_name: str | None = None  # default: the export dir's name
     mem_fraction_static: float | None = None
     context_length: int | None = None
@@ -65,14 +69,24 @@ def resolved_dtype(cfg: LaunchConfig, export_config: dict) -> str:
     return export_config.get("dtype") or export_config.get("torch_dtype") or "auto"
 
 
-def resolve_api_key(cfg: Any) -> str:
-    """The server's key: `cfg.api_key`, else $LMFORGE_API_KEY, else a fresh random one (printed).
-    Any config with an `api_key` field (this launcher's, serving.local's)."""
-    return cfg.api_key or os.environ.get(API_KEY_ENV) or secrets.token_urlsafe(24)
+def write_key_config(api_key: str) -> Path:
+    """An owner-only YAML file `{api-key: K}` for SGLang's `--config` (created 0600, never world-readable)."""
+    folder = Path(tempfile.mkdtemp(prefix="lmforge-sglang-"))  # mkdtemp: mode 0700
+    path = folder / "api_key.yaml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"api-key: {json.dumps(api_key)}\n")  # a JSON string is a valid YAML scalar
+    return path
 
 
-def build_sglang_command(cfg: LaunchConfig, api_key: str) -> list[str]:
-    """The `sglang.launch_server` argv for `cfg`; no `--quantization` (pre-quantized exports are auto-detected)."""
+def remove_key_config(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.parent.rmdir()
+
+
+def build_sglang_command(cfg: LaunchConfig, key_config: Path) -> list[str]:
+    """The `sglang.launch_server` argv for `cfg`; no `--quantization` (pre-quantized exports are
+    auto-detected) and no key: `key_config` (written by `write_key_config`) carries it."""
     if cfg.export is None:
         raise ValueError("export is required: python -m serving.launch export=<dir>")
     export = Path(cfg.export).resolve()
@@ -89,8 +103,8 @@ def build_sglang_command(cfg: LaunchConfig, api_key: str) -> list[str]:
         resolved_dtype(cfg, export_config),
         "--tp-size",
         str(cfg.tp_size),
-        "--api-key",
-        api_key,
+        "--config",
+        str(key_config),
         "--host",
         cfg.host,
         "--port",
@@ -104,6 +118,11 @@ def build_sglang_command(cfg: LaunchConfig, api_key: str) -> list[str]:
         command += ["--context-length", str(cfg.context_length)]
     if any(arg.startswith("--quantization") for arg in cfg.extra_args):
         raise ValueError("do not pass --quantization: SGLang must detect the export's compressed-tensors config")
+    if any(arg.split("=", 1)[0] in ("--api-key", "--config") for arg in cfg.extra_args):
+        raise ValueError(
+            "do not pass --api-key or --config in extra_args: the key would be readable in /proc/<pid>/cmdline; "
+            f"use ${API_KEY_ENV} or api_key_file="
+        )
     return command + list(cfg.extra_args)
 
 
@@ -132,15 +151,19 @@ def wait_for_health(url: str, api_key: str, timeout_s: float, process: subproces
 def launch_server(cfg: LaunchConfig) -> tuple[subprocess.Popen, str, str]:
     """Start SGLang and wait until healthy; returns (process, OpenAI base URL, api key)."""
     api_key = resolve_api_key(cfg)
-    command = build_sglang_command(cfg, api_key)
-    log.info("starting: %s", " ".join(c if c != api_key else "***" for c in command))
-    # Own process group: SGLang forks scheduler/detokenizer workers that must stop with it.
-    process = subprocess.Popen(command, start_new_session=True)
+    key_config = write_key_config(api_key)
     try:
-        wait_for_health(base_url(cfg), api_key, cfg.health_timeout_s, process)
-    except BaseException:
-        stop_server(process)
-        raise
+        command = build_sglang_command(cfg, key_config)
+        log.info("starting: %s", " ".join(command))  # holds no key: it travels in key_config
+        # Own process group: SGLang forks scheduler/detokenizer workers that must stop with it.
+        process = subprocess.Popen(command, start_new_session=True)
+        try:
+            wait_for_health(base_url(cfg), api_key, cfg.health_timeout_s, process)
+        except BaseException:
+            stop_server(process)
+            raise
+    finally:
+        remove_key_config(key_config)  # SGLang parsed it at start-up; nothing reads it later
     return process, f"{base_url(cfg)}/v1", api_key
 
 
@@ -189,8 +212,11 @@ def main() -> None:
         if cfg.engine:
             print(run_offline_engine(cfg))
             return
-        process, endpoint, api_key = launch_server(cfg)
-        shown_key = api_key if not (cfg.api_key or os.environ.get(API_KEY_ENV)) else "(as given)"
+        try:
+            process, endpoint, api_key = launch_server(cfg)
+        except (ValueError, FileNotFoundError) as error:  # a bad key file, export dir or flag: one line
+            raise SystemExit(f"serving.launch: {error}") from None
+        shown_key = "(as given)" if key_was_given(cfg) else api_key
         print(
             f"SGLang serving {cfg.export}\n  OpenAI endpoint: {endpoint}\n  api key: {shown_key}\n"
             "  Ctrl-C stops the server."
@@ -200,6 +226,7 @@ def main() -> None:
         finally:
             stop_server(process)
 
+    refuse_key_on_argv(sys.argv[1:])
     sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]
     _main()
 

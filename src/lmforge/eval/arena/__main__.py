@@ -1,12 +1,15 @@
 """CLI of the blind side-by-side arena.
 
     python -m lmforge.eval.arena generate --ckpt runs/sft --name new --out new.jsonl [--prompts q.jsonl]
+    python -m lmforge.eval.arena add-annotator --db runs/arena.sqlite --name alice   # prints alice's invite
     python -m lmforge.eval.arena serve --db runs/arena.sqlite --responses new.jsonl base.jsonl [--port 8765]
     python -m lmforge.eval.arena stats --db runs/arena.sqlite --new new --baseline base [--alpha 0.05]
 
 Response files are JSONL rows {prompt_id, prompt, response[, model]} (model defaults to the
 file stem), e.g. written by `python src/eval.py` (samples/mt_bench.jsonl) or any generator.
-Statistics are printed here, never served: the page must not learn which model is which.
+Only invited annotators vote: `add-annotator` prints a secret token (and a link holding it) once;
+each annotator judges each pair once. Statistics are printed here, never served: the page must
+not learn which model is which.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--responses", nargs="*", default=[], help="JSONL response files to load first")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765)
+    invite = sub.add_parser("add-annotator", help="invite an annotator: prints their secret token once")
+    invite.add_argument("--db", required=True)
+    invite.add_argument("--name", required=True, help="who votes with this token (stored with each vote)")
+    invite.add_argument("--reissue", action="store_true", help="replace a lost token (the old one stops working)")
+    invite.add_argument("--url", default="http://127.0.0.1:8765", help="the arena's address, for the printed link")
     gen = sub.add_parser("generate", help="write a model's responses to the arena prompts")
     gen.add_argument("--ckpt", required=True)
     gen.add_argument("--name", required=True, help="model name stored in the database (never served)")
@@ -72,11 +80,21 @@ def main(argv: list[str] | None = None) -> None:
         write_responses(args)
         return
     store = ArenaStore(args.db)
+    if args.command == "add-annotator":
+        try:
+            token = store.add_annotator(args.name, reissue=args.reissue)
+        except ValueError as error:
+            parser.error(f"{args.db}: {error}")
+        print(f"invite for {args.name} (shown once; send it privately):\n  token: {token}")
+        print(f"  link:  {args.url.rstrip('/')}/?invite={token}")
+        return
     if args.command == "serve":
         for path in args.responses:
             logging.info("loaded %d responses from %s", store.load_jsonl(path), path)
         if len(store.models()) < 2:
             parser.error(f"{args.db} holds responses of {len(store.models())} model(s); need at least 2")
+        if not store.annotators():
+            parser.error(f"{args.db} has no invited annotators; run add-annotator --db {args.db} --name <who> first")
         server = make_server(store, args.host, args.port)
         print(f"arena: http://{args.host}:{server.server_address[1]}/  (Ctrl-C to stop)")
         try:
