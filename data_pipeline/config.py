@@ -22,13 +22,14 @@ from data_pipeline.quality import QualityConfig
 
 @dataclass
 class DomainRuleConfig:
-    pattern: str = ""
+    pattern: str = ""  # regex over the crawled URL (a local file's path is never matched)
     domain: str = "web"
+    content: str = ""  # regex over the first 4 KB of the text/HTML (multiline)
 
 
 @dataclass
 class DomainsConfig:
-    """Regexes over URL/path name a document's domain (first match wins)."""
+    """Regexes over a record's URL or content name its domain (first match wins)."""
 
     default: str = "web"
     rules: list[DomainRuleConfig] = field(
@@ -46,6 +47,8 @@ class MixConfig:
     targets: dict[str, float] = field(default_factory=lambda: {"web": 0.5, "prose": 0.3, "code": 0.2})
     max_repeats: float = 3.0
     total_docs: int | None = None  # null: as many documents as survived curation
+    # Shares are rescaled over the targeted domains that have documents: a crawl with only
+    # web pages is all web, not half of it thrown away to make room for absent domains.
 
 
 @dataclass
@@ -83,6 +86,9 @@ class PipelineConfig:
     work_dir: str | None = None  # null: "<output>.work" (markers, intermediate shards, models)
     seed: int = 0
     files_per_shard: int = 256
+    split_bytes: int = 128_000_000  # a .warc.gz or .jsonl bigger than this is split into byte-range shards
+    checkpoint_every: int = 5000  # records per checkpoint inside a shard (resume point after a crash)
+    strict: bool = False  # true: the first record that raises stops the run (debugging); false: rejects/
     domains: DomainsConfig = field(default_factory=DomainsConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     langid: LangIdConfig = field(default_factory=lambda: LangIdConfig(domains=["web", "prose"]))

@@ -29,6 +29,15 @@ def luhn_valid(digits: str) -> bool:
 
 
 EMAIL_RE = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
+# Addresses written to dodge harvesters: "x (at) y (dot) de", "x [at] y [dot] com", "x AT y DOT org",
+# "x @ y.com". Plain lowercase " at "/" dot " is left alone: it is ordinary English far more often.
+_AT = r"(?:\s*[(\[{<]\s*(?i:at)\s*[)\]}>]\s*|\s+AT\s+|\s*@\s*)"
+_DOT = r"(?:\s*[(\[{<]\s*(?i:dot)\s*[)\]}>]\s*|\s+DOT\s+|\.)"
+OBFUSCATED_EMAIL_RE = re.compile(
+    rf"(?<![\w.%+-])[A-Za-z0-9._%+-]+{_AT}[A-Za-z0-9-]+(?:{_DOT}[A-Za-z0-9-]+)*{_DOT}[A-Za-z]{{2,}}\b"
+)
+# user:password@ in a URL (RFC 3986 userinfo); the scheme and host stay, the secret goes.
+URL_CREDENTIALS_RE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@:]+:[^\s/?#@]+(?=@)")
 # 13-19 digits, optionally grouped by single spaces or dashes (printed card formats).
 CARD_RE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 # NANP (+1 555 123 4567, (555) 123-4567) and E.164-style international numbers.
@@ -44,7 +53,8 @@ NINO_RE = re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-T
 
 
 PII_PREFILTERS = {
-    "email": lambda t: "@" in t,
+    "email": re.compile(r"@|[(\[{<]\s*(?i:at)\s*[)\]}>]|\sAT\s").search,
+    "credentials": lambda t: "://" in t and "@" in t,
     "card": re.compile(r"\d\d\d\d[ -]?\d\d\d\d[ -]?\d\d\d").search,
     "ssn": re.compile(r"\d-\d\d-\d").search,
     "nino": re.compile(r"\d\d ?\d\d ?\d\d ?[A-D]\b").search,
@@ -57,7 +67,7 @@ PII_PREFILTERS = {
 class PiiConfig:
     enabled: bool = True
     mode: str = "redact"  # redact | drop
-    kinds: list[str] = field(default_factory=lambda: ["email", "card", "ssn", "nino", "phone", "ip"])
+    kinds: list[str] = field(default_factory=lambda: ["credentials", "email", "card", "ssn", "nino", "phone", "ip"])
     keep_private_ips: bool = True  # 10.x/192.168.x/127.x are not personal data
 
 
@@ -79,22 +89,25 @@ class PiiFilter:
         """Return the redacted text and counts per PII kind. Order matters: cards before phones."""
         counts: Counter = Counter()
 
-        def sub(kind: str, regex: re.Pattern, keep=lambda m: False) -> None:
+        def sub(kind: str, regex: re.Pattern, keep=lambda m: False, prefix: bool = False) -> None:
             nonlocal text
 
             def repl(m: re.Match) -> str:
                 if keep(m.group(0)):
                     return m.group(0)
                 counts[kind] += 1
-                return f"<{kind.upper()}>"
+                return f"{m.group(1) if prefix else ''}<{kind.upper()}>"
 
             text = regex.sub(repl, text)
 
         # Cheap necessary conditions first: most pages contain no PII, and the full patterns
         # (lookarounds, alternations) cost 10-50x more per byte than these scans.
         kinds = {k for k in self.cfg.kinds if PII_PREFILTERS[k](text)}
+        if "credentials" in kinds:  # before e-mail: "user:pw@host.com" would read as an address
+            sub("credentials", URL_CREDENTIALS_RE, prefix=True)
         if "email" in kinds:
             sub("email", EMAIL_RE)
+            sub("email", OBFUSCATED_EMAIL_RE)
         if "card" in kinds:
             sub("card", CARD_RE, keep=lambda s: not luhn_valid(re.sub(r"\D", "", s)))
         if "ssn" in kinds:
@@ -110,6 +123,10 @@ class PiiFilter:
 
     def __call__(self, doc: Document) -> str | None:
         redacted, counts = self.find(doc.text)
+        if "credentials" in self.cfg.kinds and "@" in doc.url and URL_CREDENTIALS_RE.search(doc.url):
+            counts["credentials"] += 1  # the record's own URL is written to the corpus too
+            if self.cfg.mode == "redact":
+                doc.url = URL_CREDENTIALS_RE.sub(r"\1<CREDENTIALS>", doc.url)
         if not counts:
             return None
         if self.cfg.mode == "drop":

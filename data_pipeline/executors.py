@@ -6,14 +6,53 @@ come back in item order so that downstream steps are deterministic.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
+
+
+def _parent_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a killed parent that nobody has reaped yet is a zombie, still "alive" to kill(0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def _watch_parent(pid: int, interval: float = 0.5) -> None:
+    """Pool initializer: the worker dies with the driver, even when the driver gets SIGKILL.
+
+    Pool workers hang off the forkserver, not the driver, and a worker busy with a long shard
+    would otherwise run to its end as an orphan. PR_SET_PDEATHSIG covers the worker's direct
+    parent (Linux); the thread covers the driver itself.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while not _parent_gone(pid):
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="watch-driver", daemon=True).start()
 
 
 class LocalExecutor:
@@ -37,7 +76,8 @@ class LocalExecutor:
         # pipeline once, so workers still start without re-importing it.
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["data_pipeline.pipeline"])
-        with ctx.Pool(min(self.num_workers, len(items)), maxtasksperchild=None) as pool:
+        workers = min(self.num_workers, len(items))
+        with ctx.Pool(workers, initializer=_watch_parent, initargs=(os.getpid(),), maxtasksperchild=None) as pool:
             results = []
             for result in pool.imap(fn, items):
                 results.append(result)

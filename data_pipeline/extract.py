@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from resiliparse.extract.html2text import extract_plain_text
 
+from data_pipeline.normalize import normalize_text
 from lmforge.formats.corpus import Document
 
 
@@ -49,7 +50,8 @@ class HtmlExtractor:
     def __call__(self, doc: Document) -> str | None:
         if doc.html is None:
             return None
-        doc.text = extract_text(doc.html, self.cfg.method, self.cfg.main_content).strip()
+        # Numeric entities (&#1;, &#xFFFE;) decode to code points CLD2 rejects: normalise again.
+        doc.text = normalize_text(extract_text(doc.html, self.cfg.method, self.cfg.main_content))[0].strip()
         doc.html = None
         if len(doc.text) < self.cfg.min_chars:
             return "no_main_content"

@@ -22,8 +22,10 @@ class StepStats:
     removed: Counter = field(default_factory=Counter)  # reason -> docs
     modified: Counter = field(default_factory=Counter)  # e.g. pii kind -> spans redacted
     seconds: float = 0.0  # CPU time in this step, summed over shards
+    note: str = ""  # e.g. why a step was skipped; shown in the table and funnel.json
 
     def to_dict(self) -> dict[str, Any]:
+        note = {"note": self.note} if self.note else {}
         return {
             "docs_in": self.docs_in,
             "docs_out": self.docs_out,
@@ -32,6 +34,7 @@ class StepStats:
             "removed": dict(self.removed.most_common()),
             "modified": dict(self.modified.most_common()),
             "seconds": round(self.seconds, 4),
+            **note,
         }
 
     @classmethod
@@ -44,6 +47,7 @@ class StepStats:
             Counter(d["removed"]),
             Counter(d.get("modified", {})),
             d.get("seconds", 0.0),
+            d.get("note", ""),
         )
 
     def merge(self, other: StepStats) -> None:
@@ -54,6 +58,7 @@ class StepStats:
         self.removed.update(other.removed)
         self.modified.update(other.modified)
         self.seconds += other.seconds
+        self.note = self.note or other.note
 
 
 class Funnel:
@@ -89,6 +94,8 @@ class Funnel:
         ]
         for name, s in self.steps.items():
             reasons = ", ".join(f"{r} {n}" for r, n in s.removed.most_common(3))
+            if s.note:
+                reasons = f"[{s.note}] {reasons}".rstrip()
             speed = f"{s.docs_in / s.seconds:>9.0f}" if s.seconds > 0 else f"{'-':>9}"
             lines.append(
                 f"{name:<12}{s.docs_in:>9}{s.docs_out:>9}{s.bytes_in / 1e6:>8.2f}"

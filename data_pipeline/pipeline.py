@@ -3,16 +3,26 @@
 Resumability: every per-shard step writes its outputs atomically and then a marker
 ``<work>/markers/<step>/<shard>.json`` holding that shard's funnel stats. A rerun skips
 shards whose marker exists and recomputes the rest from their inputs, so a crash at any
-point loses no document and duplicates none. Global steps (dedup, mix plan) are cheap
-and keyed by the same markers.
+point loses no document and duplicates none. Inside a shard, the process step checkpoints
+every ``checkpoint_every`` records (survivors + funnel of that chunk); a rerun skips the
+records already checkpointed. Global steps (dedup, mix plan) are cheap and keyed by the
+same markers.
+
+Fault isolation: an exception while one record goes through any step drops that record
+only. It is counted under ``error:<step>:<ExceptionType>`` and written, with its id, URL,
+source and the error, to ``<output>/rejects/<shard>.jsonl`` (so are corrupt records the
+readers skipped). ``strict=true`` re-raises instead, naming the record.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
+import shutil
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,12 +40,12 @@ from data_pipeline.funnel import Funnel, write_report
 from data_pipeline.heuristics import HeuristicFilter
 from data_pipeline.langid import LanguageFilter
 from data_pipeline.mix import achieved_ratios, copies, plan_mix
-from data_pipeline.quality import QualityFilter, reference_prose, train_quality_model
+from data_pipeline.quality import QualityFilter, SkippedQualityFilter, prepare_quality_model, reference_prose
 from data_pipeline.readers import DomainLabeler, ReadStats, Shard, discover_shards, read_shard
 from lmforge.formats.corpus import Document
 from lmforge.formats.corpus import write_manifest as write_corpus_manifest
 from lmforge.formats.corpus import write_part as write_corpus_part
-from lmforge.formats.files import iter_jsonl_gz, read_json, write_json, write_jsonl_gz
+from lmforge.formats.files import atomic_path, iter_jsonl_gz, read_json, write_json, write_jsonl_gz
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,12 @@ class WorkDir:
 
     def signatures(self, shard: str) -> Path:
         return self.root / "process" / f"{shard}.sig.npz"
+
+    def chunk(self, shard: str, index: int) -> Path:
+        return self.root / "process" / "chunks" / shard / f"{index:06d}.jsonl.gz"
+
+    def chunk_marker(self, shard: str, index: int) -> Path:
+        return self.root / "markers" / "chunks" / shard / f"{index:06d}.json"
 
     @property
     def models(self) -> Path:
@@ -89,7 +105,12 @@ def build_steps(cfg: PipelineConfig, models_dir: Path) -> list:
     if content.pii.enabled:
         steps.append(PiiFilter(content.pii, content.domains))
     if cfg.quality.enabled:
-        steps.append(QualityFilter(cfg.quality, TextClassifier.load(cfg.quality.model_path or models_dir / "quality")))
+        skipped = models_dir / "quality" / "skipped.json"
+        if not cfg.quality.model_path and skipped.exists():
+            steps.append(SkippedQualityFilter(cfg.quality, read_json(skipped)["reason"]))
+        else:
+            model = TextClassifier.load(cfg.quality.model_path or models_dir / "quality")
+            steps.append(QualityFilter(cfg.quality, model))
     _STEP_CACHE.clear()
     _STEP_CACHE[key] = steps
     return steps
@@ -97,6 +118,81 @@ def build_steps(cfg: PipelineConfig, models_dir: Path) -> list:
 
 def _size(doc: Document) -> int:
     return len((doc.html if doc.html is not None else doc.text).encode("utf-8", "surrogatepass"))
+
+
+class RecordError(RuntimeError):
+    """strict=true: a step raised on one record; the message names the record and the step."""
+
+
+def _run_chain(doc: Document, steps: list, funnel: Funnel, rejects: list[dict], strict: bool) -> bool:
+    """One record through the chain; True if it survives. Exceptions drop the record only."""
+    size = _size(doc)
+    for step in steps:
+        stats = funnel.step(step.name)
+        stats.docs_in += 1
+        stats.bytes_in += size
+        if step.domains is not None and doc.domain not in step.domains:
+            stats.docs_out += 1
+            stats.bytes_out += size
+            continue
+        started = time.perf_counter()
+        try:
+            reason = step(doc)
+        except Exception as err:
+            if strict:
+                raise RecordError(
+                    f"step {step.name!r} raised on record {doc.url or doc.id} in {doc.source}: "
+                    f"{type(err).__name__}: {err}"
+                ) from err
+            reason = f"error:{step.name}:{type(err).__name__}"
+            rejects.append(
+                {
+                    "step": step.name,
+                    "reason": reason,
+                    "id": doc.id,
+                    "url": doc.url,
+                    "source": doc.source,
+                    "error": f"{type(err).__name__}: {err}"[:2000],
+                }
+            )
+            log.warning("%s on %s (%s); record rejected", reason, doc.url or doc.id, err)
+        stats.seconds += time.perf_counter() - started
+        if reason:
+            stats.removed[reason] += 1
+            return False
+        size = _size(doc)
+        stats.docs_out += 1
+        stats.bytes_out += size
+        if step.name == "pii" and "pii_redacted" in doc.metadata:
+            stats.modified.update(doc.metadata["pii_redacted"])
+    return True
+
+
+def _guarded(records, shard: Shard, rejects: list[dict], strict: bool):
+    """The reader's records; a reader that raises ends this shard's reading, counted, not the run."""
+    try:
+        yield from records
+    except Exception as err:
+        if strict:
+            raise RecordError(f"reading {', '.join(shard.paths)} raised {type(err).__name__}: {err}") from err
+        reason = f"error:read:{type(err).__name__}"
+        rejects.append(
+            {
+                "step": "read",
+                "reason": reason,
+                "where": ", ".join(shard.paths),
+                "error": f"{type(err).__name__}: {err}"[:2000],
+            }
+        )
+        log.warning("%s while reading %s (%s); the rest of this shard is lost", reason, shard.paths, err)
+
+
+def _chunk_markers(work: WorkDir, shard: str) -> list[dict]:
+    """Checkpoints of a shard, in order, up to the first gap."""
+    markers = []
+    while (path := work.chunk_marker(shard, len(markers))).exists():
+        markers.append(read_json(path))
+    return markers
 
 
 def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
@@ -108,61 +204,82 @@ def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
         return read_json(marker)
     steps = build_steps(cfg, work.models)
     labeler = DomainLabeler([asdict(r) for r in cfg.domains.rules], cfg.domains.default)
-    funnel, read_stats = Funnel(), ReadStats()
+    read_stats = ReadStats()
+    funnel = Funnel()
     for step in steps:  # fixed order of funnel rows, even for steps that see nothing
         funnel.step(step.name)
-    kept: list[Document] = []
+    done = _chunk_markers(work, shard.name)
+    for chunk in done:
+        funnel.merge(Funnel.from_dict(chunk["funnel"]))
+    skip = sum(chunk["records"] for chunk in done)
+    rejects = [row for chunk in done for row in chunk["rejects"]]
     read = Funnel().step("read")
-    for doc in read_shard(shard, labeler, read_stats):
+    reader_rejects: list[dict] = []
+    every = max(1, cfg.checkpoint_every)
+    chunk_docs: list[dict] = []
+    chunk_funnel, chunk_rejects, chunk_records = Funnel(), [], 0
+
+    def checkpoint() -> None:
+        nonlocal chunk_docs, chunk_funnel, chunk_rejects, chunk_records
+        index = len(done)
+        write_jsonl_gz(work.chunk(shard.name, index), chunk_docs)
+        entry = {"records": chunk_records, "funnel": chunk_funnel.to_dict(), "rejects": chunk_rejects}
+        write_json(work.chunk_marker(shard.name, index), entry, sort_keys=False)
+        done.append(entry)
+        funnel.merge(chunk_funnel)
+        rejects.extend(chunk_rejects)
+        chunk_docs, chunk_funnel, chunk_rejects, chunk_records = [], Funnel(), [], 0
+
+    for n, doc in enumerate(_guarded(read_shard(shard, labeler, read_stats), shard, reader_rejects, cfg.strict)):
         size = _size(doc)
         read.docs_in += 1
         read.docs_out += 1
         read.bytes_in += size
         read.bytes_out += size
-        for step in steps:
-            stats = funnel.step(step.name)
-            if step.domains is not None and doc.domain not in step.domains:
-                stats.docs_in += 1
-                stats.docs_out += 1
-                stats.bytes_in += size
-                stats.bytes_out += size
-                continue
-            stats.docs_in += 1
-            stats.bytes_in += size
-            started = time.perf_counter()
-            reason = step(doc)
-            stats.seconds += time.perf_counter() - started
-            if reason:
-                stats.removed[reason] += 1
-                break
-            size = _size(doc)
-            stats.docs_out += 1
-            stats.bytes_out += size
-            if step.name == "pii" and "pii_redacted" in doc.metadata:
-                stats.modified.update(doc.metadata["pii_redacted"])
-        else:
-            kept.append(doc)
-    read.docs_in += sum(read_stats.corrupt.values())
+        if n < skip:  # checkpointed by an earlier, interrupted run
+            continue
+        chunk_records += 1
+        if _run_chain(doc, steps, chunk_funnel, chunk_rejects, cfg.strict):
+            chunk_docs.append(doc.to_json())
+        if chunk_records == every:
+            checkpoint()
+    if chunk_records or not done:
+        checkpoint()
+    read.docs_in += sum(read_stats.corrupt.values()) + len(reader_rejects)
     read.removed.update(read_stats.corrupt)
+    read.removed.update(r["reason"] for r in reader_rejects)
+    read.modified.update(read_stats.modified)
+    rejects = read_stats.rejects + reader_rejects + rejects
+
+    kept = [row for i in range(len(done)) for row in iter_jsonl_gz(work.chunk(shard.name, i))]
     started = time.perf_counter()
-    hashes, sigs = signatures([d.text for d in kept], cfg.dedup)
+    hashes, sigs = signatures([r["text"] for r in kept], cfg.dedup)
     signature_seconds = time.perf_counter() - started  # reported on the dedup row
-    write_jsonl_gz(work.processed(shard.name), (d.to_json() for d in kept))
+    write_jsonl_gz(work.processed(shard.name), kept)
     save_signatures(
         work.signatures(shard.name),
-        [d.id for d in kept],
+        [r["id"] for r in kept],
         hashes,
         sigs,
-        np.array([d.num_bytes for d in kept], dtype=np.int64),
+        np.array([len(r["text"].encode("utf-8", "surrogatepass")) for r in kept], dtype=np.int64),
     )
+    rejects_file = None
+    if rejects:
+        rejects_file = Path(cfg.output) / "rejects" / f"{shard.name}.jsonl"
+        with atomic_path(rejects_file) as tmp:
+            tmp.write_text("".join(json.dumps({"shard": shard.name, **r}, ensure_ascii=False) + "\n" for r in rejects))
     result = {
         "shard": shard.name,
         "funnel": {"read": read.to_dict(), **funnel.to_dict()},
         "signature_seconds": signature_seconds,
-        "domains": [d.domain for d in kept],
+        "domains": [r["domain"] for r in kept],
         "corrupt_examples": read_stats.examples,
+        "rejects": dict(Counter(r["reason"] for r in rejects)),
+        "rejects_file": str(rejects_file.relative_to(cfg.output)) if rejects_file else None,
     }
     write_json(marker, result, sort_keys=False)
+    shutil.rmtree(work.chunk(shard.name, 0).parent, ignore_errors=True)  # the shard file holds them now
+    shutil.rmtree(work.chunk_marker(shard.name, 0).parent, ignore_errors=True)
     return result
 
 
@@ -207,7 +324,9 @@ def mix_shard(task: tuple[dict, int, str, str, dict[str, float], dict[str, str]]
 
 # -------------------------------------------------------------------------- driver
 def _config_fingerprint(cfg: PipelineConfig) -> str:
-    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("executor", "report")}
+    # Scheduling, reporting, strictness and checkpoint spacing do not change the result.
+    ignored = ("executor", "report", "strict", "checkpoint_every")
+    relevant = {k: v for k, v in asdict(cfg).items() if k not in ignored}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -230,7 +349,13 @@ def _inputs(cfg: PipelineConfig, work: WorkDir) -> list[str]:
             )
         ]
     items = cfg.input if isinstance(cfg.input, (list, tuple)) else str(cfg.input).split(",")
-    return [str(Path(str(i).strip()).expanduser()) for i in items if str(i).strip()]
+    paths = []
+    for item in (str(Path(str(i).strip()).expanduser()) for i in items if str(i).strip()):
+        # A quoted glob ('input=/data/cc/*.warc.gz') is expanded here; one matching nothing stays
+        # as written, so the reader's "input not found" names it.
+        matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") and not Path(item).exists() else []
+        paths.extend(matches or [item])
+    return paths
 
 
 def prepare_models(cfg: PipelineConfig, work: WorkDir, inputs: list[str]) -> dict[str, Any]:
@@ -238,10 +363,14 @@ def prepare_models(cfg: PipelineConfig, work: WorkDir, inputs: list[str]) -> dic
     reports: dict[str, Any] = {}
     if cfg.quality.enabled and not cfg.quality.model_path:
         out = work.models / "quality"
-        if not (out / "classifier.json").exists():
+        if (out / "skipped.json").exists():
+            reports["quality"] = read_json(out / "skipped.json")
+        elif (out / "classifier.json").exists():
+            reports["quality"] = TextClassifier.load(out).report
+        else:
             log.info("training the quality classifier into %s", out)
-            train_quality_model(inputs, out, cfg.quality.max_train_docs, cfg.seed)
-        reports["quality"] = TextClassifier.load(out).report
+            q = cfg.quality
+            reports["quality"] = prepare_quality_model(inputs, out, q.max_train_docs, cfg.seed, q.min_negatives)
     tox = cfg.content.toxicity
     if tox.enabled and tox.train_classifier and not tox.classifier_path:
         out = work.models / "toxicity"
@@ -280,7 +409,7 @@ def run_pipeline(cfg: PipelineConfig | dict | Any = None, **overrides: Any) -> P
     cfg_dict = asdict(cfg)
 
     inputs = _inputs(cfg, work)
-    shards = discover_shards(inputs, cfg.files_per_shard)
+    shards = discover_shards(inputs, cfg.files_per_shard, cfg.split_bytes)
     if not shards:
         raise ValueError(f"no readable input files under {inputs}")
     log.info("%d shards from %s -> %s", len(shards), inputs, output)
@@ -322,17 +451,30 @@ def run_pipeline(cfg: PipelineConfig | dict | Any = None, **overrides: Any) -> P
             counts[d] = counts.get(d, 0) + n
             nbytes[d] = nbytes.get(d, 0) + m["bytes"][d]
     weight_sum = sum(cfg.mix.targets.values())
+    warnings = list(plan.warnings)
+    quality_note = model_reports.get("quality", {}).get("skipped")
+    if quality_note and "quality" in funnel.steps:
+        funnel.step("quality").note = quality_note
+        warnings.append(f"quality {quality_note}")
+    rejects: Counter = Counter()
+    for result in processed:
+        rejects.update(result["rejects"])
     manifest = {
         "counts": dict(sorted(counts.items())),
         "bytes": dict(sorted(nbytes.items())),
         "total_docs": sum(counts.values()),
         "files": sorted(f for m in mixed for f in m["files"]),
-        "target_ratios": {d: round(w / weight_sum, 4) for d, w in sorted(cfg.mix.targets.items())},
-        "achieved_ratios": achieved_ratios(counts),
+        # The targets as applied: rescaled over the targeted domains that had documents.
+        "target_ratios": plan.target_ratios,
+        "configured_target_ratios": {d: round(w / weight_sum, 4) for d, w in sorted(cfg.mix.targets.items())},
+        "achieved_ratios": achieved_ratios(counts, (d for d, w in cfg.mix.targets.items() if w > 0)),
         "mix_plan": plan.to_dict(),
         "dedup": {k: v for k, v in decisions.items() if k not in ("drops", "funnel")},
         "read_errors": dict(funnel.steps["read"].removed),
         "corrupt_examples": [e for r in processed for e in r["corrupt_examples"]][:20],
+        "rejects": dict(rejects.most_common()),
+        "rejects_files": [r["rejects_file"] for r in processed if r["rejects_file"]],
+        "warnings": warnings,
         "models": model_reports,
         "parent": {"inputs": inputs, "shards": [s.name for s in shards]},
         "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
@@ -350,6 +492,8 @@ def run_pipeline(cfg: PipelineConfig | dict | Any = None, **overrides: Any) -> P
         {
             "manifest": "manifest.json",
             "achieved_ratios": manifest["achieved_ratios"],
+            "rejects": manifest["rejects"],
+            "warnings": warnings,
             "elapsed_s": round(time.perf_counter() - started, 2),
         },
         plot=cfg.report.plot,

@@ -24,6 +24,7 @@ from data_pipeline.classifier import TextClassifier, TrainReport, train_classifi
 from data_pipeline.extract import extract_text
 from data_pipeline.readers import DomainLabeler, ReadStats, discover_shards, read_shard
 from lmforge.formats.corpus import Document
+from lmforge.formats.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ class QualityConfig:
     threshold: float = 0.2  # P(reference-like) below this is dropped
     domains: list[str] | None = field(default_factory=lambda: ["web"])
     max_train_docs: int = 600  # per class, for the in-run training
+    # Fewer raw pages than this in the input (JSONL or text only): no negatives to learn from,
+    # so the step is skipped with a note in the funnel instead of training a meaningless model.
+    min_negatives: int = 50
 
 
 def reference_prose(limit: int, chunk_chars: int = 1200, seed: int = 0) -> list[str]:
@@ -59,7 +63,7 @@ def reference_prose(limit: int, chunk_chars: int = 1200, seed: int = 0) -> list[
 
 
 def raw_web_text(inputs: Sequence[str], limit: int, seed: int = 0) -> list[str]:
-    """Whole-page text (no main-content extraction) of a seeded sample of input pages."""
+    """Whole-page text (no main-content extraction) of a seeded sample of the first 4 x ``limit`` pages."""
     texts: list[str] = []
     stats = ReadStats()
     labeler = DomainLabeler([], "web")
@@ -70,6 +74,10 @@ def raw_web_text(inputs: Sequence[str], limit: int, seed: int = 0) -> list[str]:
             text = extract_text(doc.html, main_content=False) if doc.html is not None else doc.text
             if text.strip():
                 texts.append(text)
+            if len(texts) >= 4 * limit:  # a sample to shuffle, not a pass over a whole crawl
+                break
+        if len(texts) >= 4 * limit:
+            break
     random.Random(seed).shuffle(texts)
     return texts[:limit]
 
@@ -84,6 +92,37 @@ def train_quality_model(
     classifier.report["negatives"] = [str(p) for p in negative_inputs]
     classifier.save(out_dir)
     return classifier, report
+
+
+def prepare_quality_model(inputs: Sequence[str], out_dir: Path, max_docs: int, seed: int, min_negatives: int) -> dict:
+    """Train into ``out_dir``, or write ``skipped.json`` when the input has too few raw pages."""
+    negatives = raw_web_text(inputs, max_docs, seed=seed)
+    if len(negatives) < min_negatives:
+        reason = (
+            f"skipped: {len(negatives)} raw web pages (WARC/HTML) in the input, need "
+            f"quality.min_negatives={min_negatives} to train; set quality.model_path to use a trained model"
+        )
+        log.warning("quality filter %s", reason)
+        write_json(out_dir / "skipped.json", {"reason": reason})
+        return {"skipped": reason}
+    classifier, _ = train_classifier(reference_prose(max_docs, seed=seed), negatives, seed=seed)
+    classifier.report["positives"] = "pydoc_data.topics (Python language reference)"
+    classifier.report["negatives"] = [str(p) for p in inputs]
+    classifier.save(out_dir)
+    return classifier.report
+
+
+class SkippedQualityFilter:
+    """Stands in for the quality step when no model could be trained: keeps every document."""
+
+    name = "quality"
+
+    def __init__(self, cfg: QualityConfig, reason: str) -> None:
+        self.domains = cfg.domains
+        self.reason = reason
+
+    def __call__(self, doc: Document) -> str | None:
+        return None
 
 
 class QualityFilter:

@@ -79,3 +79,31 @@ def test_toxicity_word_list():
     tf = ToxicityFilter(ToxicityConfig(train_classifier=False))
     assert tf(doc("You idiot, you pathetic moron, nobody cares about your worthless posts.")) == "toxicity_word_list"
     assert tf(doc("The committee reviewed the budget and approved the new library hours.")) is None
+
+
+def test_obfuscated_emails_and_url_credentials_redacted():
+    text = (
+        "Schreiben Sie an hans.meier (at) beispiel (dot) de oder an info [at] example [dot] co [dot] uk. "
+        "Support: help AT example DOT org, sales @ example.com, jo@ example.net. "
+        "Clone https://alice:s3cret@git.example.com/repo.git or postgres://admin:hunter2@db.internal:5432/app."
+    )
+    d = doc(text)
+    d.url = "ftp://bob:pa55@files.example.org/pub/"
+    assert PiiFilter(PiiConfig())(d) is None
+    for secret in ("hans.meier", "beispiel", "info [at]", "help AT", "sales @", "jo@", "s3cret", "hunter2", "alice"):
+        assert secret not in d.text, secret
+    assert "https://<CREDENTIALS>@git.example.com/repo.git" in d.text
+    assert d.url == "ftp://<CREDENTIALS>@files.example.org/pub/"
+    assert d.metadata["pii_redacted"] == {"email": 5, "credentials": 3}
+
+
+def test_ordinary_at_and_dot_words_are_not_emails():
+    kept = [
+        "We met at home. Then we left at noon (at) the latest.",
+        "Look at this dot com bubble; the meeting is at 10:30 at the hall.",
+        "@user replied to the thread; see https://example.com/@alice too.",
+        "Rome (at) sunset, photo by Anna.",
+    ]
+    for text in kept:
+        d = doc(text)
+        assert PiiFilter(PiiConfig())(d) is None and d.text == text, text

@@ -162,3 +162,28 @@ def test_embedded_default_run(tmp_path):
     assert (out / "funnel.png").stat().st_size > 1000
     for domain, target in manifest["target_ratios"].items():
         assert abs(manifest["achieved_ratios"][domain] - target) < 0.05
+
+
+def test_mix_rescales_targets_over_the_domains_present():
+    # A one-domain crawl: nothing is thrown away to make room for absent domains.
+    plan = plan_mix({"web": 132}, {"web": 0.5, "prose": 0.3, "code": 0.2}, max_repeats=3)
+    assert plan.factors == {"web": 1.0} and plan.target_ratios == {"web": 1.0}
+    assert len(plan.warnings) == 2 and all("no documents" in w for w in plan.warnings)
+    # Two of three present: their weights 0.5 and 0.2 are renormalised to 5/7 and 2/7.
+    plan = plan_mix({"web": 700, "code": 700}, {"web": 0.5, "prose": 0.3, "code": 0.2}, max_repeats=3)
+    assert plan.target_ratios == {"code": round(2 / 7, 4), "web": round(5 / 7, 4)}
+    assert plan.target_docs["web"] == pytest.approx(1000) and plan.target_docs["code"] == pytest.approx(400)
+    # No targeted domain present: everything is kept once, and the plan says why.
+    plan = plan_mix({"news": 10}, {"web": 1.0}, max_repeats=3)
+    assert plan.factors == {"news": 1.0} and "kept every document once" in plan.warnings[-1]
+
+
+def test_quoted_glob_input_is_expanded(tmp_path):
+    from data_pipeline.pipeline import _inputs
+
+    for name in ("b.jsonl", "a.jsonl", "c.txt"):
+        (tmp_path / name).write_text('{"text": "x"}\n')
+    cfg = to_pipeline_config(None, input=f"{tmp_path}/*.jsonl,{tmp_path}/c.txt")
+    assert _inputs(cfg, None) == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), str(tmp_path / "c.txt")]
+    with pytest.raises(FileNotFoundError, match=r"pipeline input not found: .*nothing/\*\.warc\.gz"):
+        run_pipeline(fast_config(f"{tmp_path}/nothing/*.warc.gz", tmp_path / "out"))
