@@ -11,6 +11,7 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lmforge.callbacks.wandb_lineage import group_with_training_run
 from lmforge.config_paths import conf_dir
 from lmforge.config_schema import validate_config
 from lmforge.eval.runner import run_suite
@@ -24,6 +25,7 @@ register_configs()  # the `eval` node's schema must be in the ConfigStore before
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
     validate_config(cfg)  # `+eval.gate.typo=1` bypasses the schema at compose time
+    group_with_training_run(cfg.get("ckpt"))
     report = run_suite(OmegaConf.to_container(cfg, resolve=True))
     for task, metrics in report["metrics"].items():
         print(f"{task:>10}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))

@@ -9,6 +9,11 @@ and override syntax errors. Whatever only the typed schemas can judge (keys and 
 `model`, `optim`, `data`, `cai`, `module`, `datamodule`) is left to the full compose that follows,
 so this check never refuses a command the real one would accept.
 
+Once the command composes, `preflight` checks what needs no torch either: that `init_from` and a
+non-default `tokenizer.path` exist, and that the run's memory estimate fits the device
+(`lmforge.memory_estimate`): `model=7b stage=dpo` on a laptop is refused in a second with the
+estimate, not after minutes of allocating.
+
 This module imports only Hydra and OmegaConf.
 """
 
@@ -19,6 +24,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -29,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lmforge.config_paths import conf_dir
+from lmforge.memory_estimate import MemoryBudgetError, check_memory_budget
 
 # Names `lmforge.config_schema.register_configs` stores (a test keeps the two in step):
 # `schema/<node>` and `schema/module/<stage>`, `schema/datamodule/<stage>`.
@@ -99,23 +106,24 @@ def _failing_root(error: HydraException) -> str | None:
     return match.group(1).lstrip("+~").split("@")[0].split(".")[0] if match else None
 
 
-def precheck_train_overrides(args: Sequence[str], config_name: str = "train") -> str | None:
-    """The error Hydra would report for these command-line arguments, or None (including every
-    case this check cannot judge without the typed schemas)."""
+def compose_untyped(args: Sequence[str], config_name: str = "train") -> tuple[str | None, DictConfig | None]:
+    """(the error Hydra would report for these command-line arguments, or None; the composed
+    config when it composed). Both None when the arguments ask for no run (`--help`, ...) or
+    the check cannot judge them without the typed schemas."""
     from hydra._internal.utils import get_args_parser  # Hydra's own command-line grammar
 
     parsed, _unknown = get_args_parser().parse_known_args(list(args))
     if any(getattr(parsed, flag, None) for flag in _SKIP_FLAGS + _SKIP_SOURCES):
-        return None
+        return None, None
     GlobalHydra.instance().clear()
     try:
         overrides = _first_of_each_sweep(parsed.overrides)
         with schema_standins(), initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            compose(config_name, overrides=overrides, return_hydra_config=True)
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     except HydraException as error:
         root = _failing_root(error)
         if root in SCHEMA_DECIDES:
-            return None
+            return None, None
         cause = error.__cause__  # Hydra prints an OmegaConf cause too ("Key 'x' is not in struct")
         message = f"{error}\n{cause}" if isinstance(cause, OmegaConfBaseException) else str(error)
         if "No match in the defaults list" in message and root and (conf_dir() / root).is_dir():
@@ -123,20 +131,94 @@ def precheck_train_overrides(args: Sequence[str], config_name: str = "train") ->
                 f"\n`{root}` is a config group of another entry point (conf/{root}/), not of {config_name}.yaml; "
                 f"`python src/train.py --help` lists the groups this command composes."
             )
-        return message
+        return message, None
     finally:
         GlobalHydra.instance().clear()
+    return None, cfg
+
+
+def precheck_train_overrides(args: Sequence[str], config_name: str = "train") -> str | None:
+    """The error Hydra would report for these command-line arguments, or None (including every
+    case this check cannot judge without the typed schemas)."""
+    return compose_untyped(args, config_name)[0]
+
+
+class PreflightError(ValueError):
+    """A composed run that cannot start here: a missing path, or more memory than the device has."""
+
+
+def _choice(cfg: DictConfig, group: str) -> str | None:
+    return OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
+
+
+def model_shape_error(model) -> str | None:
+    """The shape rules lmforge.model.ModelConfig enforces once torch is loaded (a test keeps the
+    two in step), checked on the composed YAML; None when they hold or the shape is not known yet."""
+    keys = ("d_model", "n_heads", "n_kv_heads")
+    try:
+        d_model, n_heads, n_kv_heads = (model.get(k) for k in keys)
+        head_dim = model.get("head_dim")
+    except OmegaConfBaseException:
+        return None
+    if not all(isinstance(v, int) for v in (d_model, n_heads)):
+        return None  # model=auto: filled in from init_from later
+    n_kv_heads = n_kv_heads if isinstance(n_kv_heads, int) else n_heads
+    if head_dim is None:
+        if d_model % n_heads:
+            return f"model.d_model={d_model} is not divisible by model.n_heads={n_heads}"
+        head_dim = d_model // n_heads
+    if n_heads % n_kv_heads:
+        return f"model.n_heads={n_heads} must be a multiple of model.n_kv_heads={n_kv_heads}"
+    if head_dim % 2:
+        return f"head_dim={head_dim} must be even for rotary embeddings"
     return None
 
 
+def preflight(cfg: DictConfig) -> None:
+    """Paths and the memory budget of a composed train config (untyped compose is enough);
+    raises PreflightError in one line."""
+    init_from = cfg.get("init_from")
+    if init_from and not Path(str(init_from)).exists():
+        raise PreflightError(f"init_from={init_from} does not exist (a .ckpt, a run dir or an HF export dir)")
+    tokenizer = OmegaConf.select(cfg, "tokenizer.path", default=None)
+    if not init_from and tokenizer and str(tokenizer) != DEFAULT_TOKENIZER_PATH and not Path(str(tokenizer)).exists():
+        raise PreflightError(
+            f"tokenizer.path={tokenizer} does not exist; train one with `python src/train_tokenizer.py out_dir={tokenizer}`"
+        )
+    shape_error = model_shape_error(cfg.get("model") or {})
+    if shape_error:
+        raise PreflightError(shape_error)
+    launcher = str(OmegaConf.select(cfg, "hydra.launcher._target_", default=""))
+    if not cfg.get("memory_check", True) or "Slurm" in launcher:
+        return  # a cluster job runs on other machines than the one submitting it
+    try:
+        check_memory_budget(
+            cfg, _choice(cfg, "stage") or "pretrain", _choice(cfg, "model") or "?", _choice(cfg, "strategy")
+        )
+    except MemoryBudgetError as err:
+        raise PreflightError(str(err)) from err
+
+
+# lmforge.training.DEFAULT_TOKENIZER_PATH: trained on first use, so it may be missing.
+DEFAULT_TOKENIZER_PATH = "artifacts/tokenizer/default"
+
+
 def fail_fast(args: Sequence[str] | None = None) -> None:
-    """Exit with Hydra's own message (and exit code 1) when the precheck finds an error;
-    `HYDRA_FULL_ERROR=1` lets Hydra itself raise it with the traceback instead."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return
-    message = precheck_train_overrides(sys.argv[1:] if args is None else args)
-    if message is not None:
+    """Exit with Hydra's own message (and exit code 1) when the precheck finds an error, or with
+    one line when `preflight` refuses the run; `HYDRA_FULL_ERROR=1` shows the traceback instead
+    (Hydra raises its own errors, `preflight` raises)."""
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    message, cfg = compose_untyped(sys.argv[1:] if args is None else args)
+    if message is not None and not full_error:
         print(
             f"{message}\n\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr
         )
         sys.exit(1)
+    if cfg is None:
+        return
+    try:
+        preflight(cfg)
+    except PreflightError as err:
+        if full_error:
+            raise
+        sys.exit(f"error: {err}")

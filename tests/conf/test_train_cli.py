@@ -118,6 +118,7 @@ def test_help_lists_only_the_groups_train_composes():
         "optim",
         "peft",
         "precision",
+        "schedule",
         "stage",
         "strategy",
         "trainer",
