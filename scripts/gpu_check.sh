@@ -59,7 +59,8 @@ fi
 # 2. Exports: dense bf16 and each compressed-tensors scheme.
 EXPORTS=()
 for quant in $QUANTS; do
-  "$PY" -m serving.export ckpt="$CKPT" quant="$quant" out="$OUT_DIR/export/$quant" report=false
+  "$PY" -m serving.export ckpt="$CKPT" quant="$quant" out="$OUT_DIR/export/$quant" report=false \
+      gate=skip gate_reason=gpu_check_random_init
   EXPORTS+=("$OUT_DIR/export/$quant")
 done
 
@@ -67,8 +68,9 @@ done
 "$PY" -m serving.sglang_check --sglang-python "$SGLANG_PYTHON" --out "$OUT_DIR" "${EXPORTS[@]}" \
   | tee "$OUT_DIR/sglang_check.txt"
 
-# 4. lm-eval against the SGLang-served bf16 export: GSM8K from ../shared/benchmarks (or $GSM8K_JSONL)
-#    through lm-eval's `local-completions` model, as documented in the README (Evaluation).
+# 4. lm-eval on the bf16 export: GSM8K from ../shared/benchmarks (or $GSM8K_JSONL), first through lm-eval's
+#    `local-completions` model against the SGLang server, then through lm-eval's `sglang` model
+#    (docs/serving.md, Deploy on SGLang).
 GSM8K_JSONL=${GSM8K_JSONL:-$(cd .. && pwd)/shared/benchmarks/gsm8k/test.jsonl}
 if [[ -f "$GSM8K_JSONL" ]]; then
   mkdir -p "$OUT_DIR/lmeval_tasks"
@@ -92,6 +94,14 @@ YAML
       --model_args "model=$BF16,base_url=http://127.0.0.1:30001/v1/completions,tokenizer_backend=huggingface,tokenizer=$BF16,num_concurrent=16" \
       --limit 50 --output_path "$OUT_DIR/lmeval" 2>&1 | tee "$OUT_DIR/lmeval.txt" || echo "lm-eval failed (see $OUT_DIR/lmeval.txt)"
   kill "$SGL_PID" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$SGL_PID" 2>/dev/null || break; sleep 1; done  # frees its GPU memory
+  # lm-eval's own `sglang` model: SGLang's offline Engine inside lm-eval's process, so lm-eval is
+  # installed into the SGLang venv (its torch stays SGLang's).
+  "$SGLANG_PYTHON" -m pip install --quiet "lm-eval==0.4.13"
+  "$SGLANG_PYTHON" -m lm_eval --model sglang --tasks gsm8k_local --include_path "$OUT_DIR/lmeval_tasks" \
+      --model_args "pretrained=$BF16,dtype=auto,tp_size=1,mem_fraction_static=0.5" \
+      --limit 50 --output_path "$OUT_DIR/lmeval_sglang" 2>&1 | tee "$OUT_DIR/lmeval_sglang.txt" \
+      || echo "lm-eval --model sglang failed (see $OUT_DIR/lmeval_sglang.txt)"
 fi
 
 # 5. Training on the GPU: bf16 1B pre-training under FSDP2 on one device, tokens/s and MFU.

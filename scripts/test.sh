@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The engines' own environments (.venv-sglang, .venv-vllm) for tests/serving/test_engine_*.py.
+bash scripts/setup_engines.sh
 export WANDB_MODE=offline HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # Fast static checks first: the layer contract (pyproject.toml [tool.importlinter]) and ruff.
 .venv/bin/lint-imports --no-cache >/dev/null || { .venv/bin/lint-imports --no-cache | tail -n 30; exit 1; }
