@@ -15,7 +15,6 @@ Massive Datasets, ch. 3.4).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
 import unicodedata
@@ -60,12 +59,6 @@ def normalized_words(text: str) -> list[str]:
 
 def normalize(text: str) -> str:
     return " ".join(normalized_words(text))
-
-
-def exact_hash(normalized: str) -> int:
-    return int.from_bytes(
-        hashlib.blake2b(normalized.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
-    )
 
 
 def shingles(normalized: str, n: int) -> list[str]:
@@ -118,26 +111,109 @@ def _shingle_hashes(word_hashes: np.ndarray, offsets: np.ndarray, n: int) -> tup
     return out, out_offsets
 
 
+# \w is exactly "alphanumeric or underscore", so mapping every other character to a space and
+# splitting on spaces gives ``normalized_words`` without a Python object per word. The table
+# covers the BMP; characters above it pass through unchanged (emoji stay inside a word).
+_NON_WORD = str.maketrans(
+    {c: " " for c in map(chr, range(0x10000)) if not (c.isalnum() or c == "_") and not 0xD800 <= ord(c) < 0xE000}
+)
+_ASCII_NON_WORD = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")})
+_BATCH_BYTES = 1 << 23
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _normalized_bytes(text: str) -> bytes:
+    if text.isascii():
+        return text.lower().translate(_ASCII_NON_WORD).encode("ascii")
+    return unicodedata.normalize("NFKC", text).lower().translate(_NON_WORD).encode("utf-8", "surrogatepass")
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads bits so that close inputs get unrelated hashes."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return h ^ (h >> np.uint64(31))
+
+
+def _span_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """u64 hash of each byte span: its bytes read 8 at a time as integers, chained through
+    ``_mix``. Most words fit one pass; only longer ones take more."""
+    lengths = ends - starts
+    padded = np.concatenate((buf, np.zeros(8, np.uint8)))
+    lanes = np.arange(8)
+    h = lengths.astype(np.uint64) * _GOLDEN
+    active = np.arange(len(starts))
+    k = 0
+    while active.size:
+        left = lengths[active] - 8 * k
+        chunk = padded[(starts[active] + 8 * k)[:, None] + lanes[None, :]]
+        chunk[lanes[None, :] >= left[:, None]] = 0
+        with np.errstate(over="ignore"):
+            h[active] = _mix(h[active] + np.ascontiguousarray(chunk).view(np.uint64)[:, 0])
+        active = active[left > 8]
+        k += 1
+    return h
+
+
+def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(u64 hash of every normalised word of every text, flat; per-text word offsets [N+1]).
+
+    One byte buffer per batch; word boundaries and hashes in numpy.
+    """
+    hashes: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    i = 0
+    while i < len(texts):
+        chunk: list[bytes] = []
+        size = 0
+        while i < len(texts) and (not chunk or size < _BATCH_BYTES):
+            chunk.append(_normalized_bytes(texts[i]))
+            size += len(chunk[-1]) + 1
+            i += 1
+        buf = np.frombuffer(b" ".join(chunk) + b" ", dtype=np.uint8)
+        edges = np.diff((buf != 32).view(np.int8), prepend=np.int8(0))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        hashes.append(_span_hashes(buf, starts, ends))
+        doc_starts = np.cumsum([0] + [len(b) + 1 for b in chunk])
+        counts.append(np.diff(np.searchsorted(starts, doc_starts)))
+    flat = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]) if counts else np.zeros(1)
+    return flat, offsets.astype(np.int64)
+
+
+def _doc_hashes(flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Order-sensitive u64 hash of each document's word sequence: a sum of mixed
+    (word hash, position) pairs, so equal normalised text gives equal hashes."""
+    lengths = np.diff(offsets)
+    position = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)
+    with np.errstate(over="ignore"):
+        terms = _mix(flat ^ (position.astype(np.uint64) * _GOLDEN))
+        sums = np.add.reduceat(terms, np.minimum(offsets[:-1], max(len(terms) - 1, 0))) if len(terms) else terms
+        sums = np.where(lengths > 0, sums[: len(lengths)] if len(terms) else 0, 0).astype(np.uint64)
+        return _mix(sums + lengths.astype(np.uint64))
+
+
 def signatures(texts: Sequence[str], cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
     """(exact hashes uint64 [N], MinHash signatures uint32 [N, bands*rows]).
 
-    Words are hashed in Rust (rensa), n-grams combined in numpy, and MinHash computed in
-    Rust over one flat buffer: no Python object per shingle.
+    Words are hashed in numpy over one byte buffer, n-grams combined in numpy, and MinHash
+    computed in Rust (rensa) over one flat buffer: no Python object per word or shingle.
+    The exact hash is a polynomial over the document's word hashes (equal normalised text,
+    equal hash).
     """
-    words = [normalized_words(t) for t in texts]
-    hashes = np.array([exact_hash(" ".join(w)) for w in words], dtype=np.uint64)
     if not texts:
-        return hashes, np.zeros((0, cfg.num_perm), dtype=np.uint32)
-    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    flat = np.fromiter(
-        itertools.chain.from_iterable(RMinHash.hash_token_sets(words)), dtype=np.uint64, count=int(offsets[-1])
-    )
+        return np.zeros(0, np.uint64), np.zeros((0, cfg.num_perm), dtype=np.uint32)
+    flat, offsets = word_hashes(texts)
+    hashes = _doc_hashes(flat, offsets)
     shingle_hashes, shingle_offsets = _shingle_hashes(flat, offsets, cfg.ngram)
     matrix = RMinHash.digest_matrix_from_flat_token_hashes(
         shingle_hashes, shingle_offsets.astype(np.uint64), cfg.num_perm, cfg.seed
     )
-    return hashes, np.asarray(matrix.to_rows(), dtype=np.uint32)
+    rows = matrix.to_rows()
+    return hashes, np.fromiter(
+        itertools.chain.from_iterable(rows), dtype=np.uint32, count=len(rows) * cfg.num_perm
+    ).reshape(len(rows), cfg.num_perm)
 
 
 def save_signatures(path: Path, ids: Sequence[str], hashes: np.ndarray, sigs: np.ndarray, sizes: np.ndarray) -> None:

@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/bench_pipeline.py --docs 10000
 
-The corpus is generated (seeded): reference-prose paragraphs recombined into articles,
+Each ratio is printed as the median over ``--repeats`` interleaved runs (ours, then the
+baseline, per repeat), with its min and max. The corpus is generated (seeded): reference-prose paragraphs recombined into articles,
 with spam, menus, foreign-language pages, PII and near-duplicates mixed in, wrapped in
 HTML with site boilerplate. Every figure is docs/s on one core, measured in this process;
 datatrove (if installed) runs its own filters and MinHash signature code on the same docs.
@@ -14,6 +15,7 @@ import argparse
 import json
 import logging
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -132,11 +134,110 @@ def datasketch_signatures(texts: Sequence[str]) -> None:
         m.update_batch([s.encode() for s in shingles(normalize(text), 5)])
 
 
+def write_warcs(html: Sequence[str], folder: Path, shards: int = 8) -> None:
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(html)
+    per_shard = (n + shards - 1) // shards
+    for s in range(shards):
+        with open(folder / f"bench-{s:02d}.warc.gz", "wb") as f:
+            writer = WARCWriter(f, gzip=True)
+            for i in range(s * per_shard, min(n, (s + 1) * per_shard)):
+                headers = StatusAndHeaders(
+                    "200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1"
+                )
+                record = writer.create_warc_record(
+                    f"https://bench.example.com/{i}",
+                    "response",
+                    payload=io.BytesIO(html[i].encode()),
+                    http_headers=headers,
+                )
+                writer.write_record(record)
+
+
+def our_pipeline(inp: Path, out: Path, workers: int) -> None:
+    """The same steps datatrove runs below: content filters and the quality model are off."""
+    from data_pipeline.pipeline import run_pipeline
+
+    run_pipeline(
+        {
+            "input": str(inp),
+            "output": str(out),
+            "executor": {"kind": "local", "num_workers": workers},
+            "report": {"plot": False, "progress": False},
+            "content": {"domains": []},
+            "quality": {"enabled": False},
+            "mix": {"targets": {"web": 1.0, "prose": 0, "code": 0}},
+        }
+    )
+
+
+def datatrove_pipeline(inp: Path, out: Path, workers: int) -> None:
+    """read -> extract (resiliparse, as ours) -> langid (pycld2, as ours) -> the 4 filters ->
+    MinHash signatures -> write. Two simplifications favour datatrove: it reads the same pages
+    from JSONL (its WarcReader needs cchardet and libmagic), and only the signature stage of
+    its 4-stage MinHash dedup runs."""
+    from datatrove.data import Document as DtDocument
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.extractors.base import BaseExtractor
+    from datatrove.pipeline.filters import LambdaFilter
+
+    class ResiliparseExtractor(BaseExtractor):
+        def __init__(self) -> None:
+            super().__init__(timeout=1)
+
+        def extract(self, text: str) -> str:
+            return extract_text(text)
+
+    cld2 = LanguageDetector("pycld2")
+
+    def english(doc) -> bool:
+        lang, score = cld2.detect(doc.text[:10_000])
+        return lang == "en" and score >= 0.65
+
+    files = sorted(inp.glob("*.jsonl"))
+
+    def read(data, rank: int = 0, world_size: int = 1):  # stdlib JSON: its reader wants orjson
+        for path in files[rank::world_size]:
+            with open(path) as f:
+                for line in f:
+                    row = json.loads(line)
+                    yield DtDocument(text=row["text"], id=row["id"])
+
+    def write(data, rank: int = 0, world_size: int = 1):
+        (out / "corpus").mkdir(parents=True, exist_ok=True)
+        with open(out / "corpus" / f"{rank:05d}.jsonl", "w") as f:
+            for doc in data:
+                f.write(json.dumps({"id": doc.id, "text": doc.text}) + "\n")
+                yield doc
+
+    steps = [
+        read,
+        ResiliparseExtractor(),
+        LambdaFilter(english),
+        *datatrove_filters(),
+        write,
+        datatrove_signature_step(str(out / "sigs")),
+    ]
+    LocalPipelineExecutor(steps, tasks=8, workers=workers, logging_dir=str(out / "logs")).run()
+
+
+def spread(values: list[float]) -> str:
+    values = sorted(values)
+    return f"{statistics.median(values):8.1f}x  (min {values[0]:.1f}, max {values[-1]:.1f}, n={len(values)})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--baseline-docs", type=int, default=2_000, help="docs for the slow baselines")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved ours/datatrove repeats per ratio")
+    parser.add_argument("--skip-e2e", action="store_true", help="leave out the whole-pipeline comparison")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -159,7 +260,6 @@ def main() -> None:
     cld2, langid3 = LanguageDetector("pycld2"), LanguageDetector("py3langid")
     add("langid", "pycld2", lambda: [cld2.detect(t) for t in texts], n)
     add("langid", "py3langid", lambda: [langid3.detect(t) for t in texts[:nb]], nb)
-    ours_filters = add("filter chain", "ours (gopher+c4+fineweb)", lambda: our_filter_chain(texts), n)
     pii, mal = PiiFilter(PiiConfig()), MalwareFilter(MalwareConfig())
     tox = ToxicityFilter(ToxicityConfig(train_classifier=False))
     add(
@@ -168,72 +268,67 @@ def main() -> None:
         lambda: [(pii.find(t), mal(Document("", t, "", "web")), tox(Document("", t, "", "web"))) for t in texts],
         n,
     )
-    ours_sigs = add("minhash signatures", "ours (rensa)", lambda: signatures(texts, DedupConfig()), n)
     hashes, sigs = signatures(texts, DedupConfig())
     add("dedup clustering", "LSH bands + components", lambda: find_duplicates(hashes, sigs, DedupConfig()), n)
     ds_sigs = add("minhash signatures", "datasketch", lambda: datasketch_signatures(texts[:nb]), nb)
 
-    dt_filters = dt_sigs = None
+    ratios: dict[str, list[float]] = {"minhash signatures vs datatrove": [], "filter chain vs datatrove": []}
+    ratios["minhash signatures vs datasketch"] = []
     try:
         import datatrove  # noqa: F401
 
-        with tempfile.TemporaryDirectory() as tmp:
-            step = datatrove_signature_step(tmp)
-            datatrove_signatures(texts[-20:], step)  # warm-up: loads the spaCy tokenizer
-            dt_sigs = add("minhash signatures", "datatrove", lambda: datatrove_signatures(texts[:nb], step), nb)
-        filters = datatrove_filters()
-        datatrove_filter_chain(texts[-20:], filters)  # warm-up
-        dt_filters = add(
-            "filter chain", "datatrove (same 4 filters)", lambda: datatrove_filter_chain(texts[:nb], filters), nb
-        )
+        have_datatrove = True
     except ImportError as err:
         print(f"datatrove baseline skipped: {err}")
-
-    # End to end: the whole pipeline (read -> extract -> ... -> mix -> write) on the same pages.
-    import io
-
-    from warcio.statusandheaders import StatusAndHeaders
-    from warcio.warcwriter import WARCWriter
-
-    from data_pipeline.pipeline import run_pipeline
-
+        have_datatrove = False
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "in").mkdir()
-        per_shard = (n + 7) // 8
-        for s in range(8):
-            with open(root / "in" / f"bench-{s:02d}.warc.gz", "wb") as f:
-                writer = WARCWriter(f, gzip=True)
-                for i in range(s * per_shard, min(n, (s + 1) * per_shard)):
-                    headers = StatusAndHeaders(
-                        "200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1"
-                    )
-                    writer.write_record(
-                        writer.create_warc_record(
-                            f"https://bench.example.com/{i}",
-                            "response",
-                            payload=io.BytesIO(html[i].encode()),
-                            http_headers=headers,
-                        )
-                    )
-        cfg = {
-            "input": str(root / "in"),
-            "output": str(root / "out"),
-            "executor": {"kind": "local", "num_workers": args.workers},
-            "report": {"plot": False, "progress": False},
-            "mix": {"targets": {"web": 1.0, "prose": 0, "code": 0}},
-        }
-        add(f"end to end ({args.workers} workers)", "run_pipeline", lambda: run_pipeline(cfg), n)
+        if have_datatrove:
+            step = datatrove_signature_step(tmp)
+            datatrove_signatures(texts[-20:], step)  # warm-up: loads the spaCy tokenizer
+            filters = datatrove_filters()
+            datatrove_filter_chain(texts[-20:], filters)
+        # Interleaved: ours, then datatrove, per repeat, so load changes hit both sides alike.
+        for _ in range(args.repeats):
+            ours_sigs = add("minhash signatures", "ours (numpy + rensa)", lambda: signatures(texts, DedupConfig()), n)
+            ratios["minhash signatures vs datasketch"].append(ours_sigs / ds_sigs)
+            ours_filters = add("filter chain", "ours (gopher+c4+fineweb)", lambda: our_filter_chain(texts), n)
+            if have_datatrove:
+                dt_sigs = add("minhash signatures", "datatrove", lambda: datatrove_signatures(texts[:nb], step), nb)
+                dt_filters = add(
+                    "filter chain",
+                    "datatrove (same 4 filters)",
+                    lambda: datatrove_filter_chain(texts[:nb], filters),
+                    nb,
+                )
+                ratios["minhash signatures vs datatrove"].append(ours_sigs / dt_sigs)
+                ratios["filter chain vs datatrove"].append(ours_filters / dt_filters)
 
-    print("\nratios (ours / baseline, same docs, same process)")
-    ratios = {}
-    if dt_sigs:
-        ratios["minhash signatures vs datatrove"] = ours_sigs / dt_sigs
-    ratios["minhash signatures vs datasketch"] = ours_sigs / ds_sigs
-    if dt_filters:
-        ratios["filter chain vs datatrove"] = ours_filters / dt_filters
-    for name, value in ratios.items():
-        print(f"  {name:<36}{value:>8.1f}x")
+    if not args.skip_e2e:
+        ratios["whole pipeline vs datatrove"] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            write_warcs(html, root / "in")
+            (root / "in_jsonl").mkdir()
+            for s in range(8):
+                with open(root / "in_jsonl" / f"bench-{s:02d}.jsonl", "w") as f:
+                    for i in range(s, n, 8):
+                        f.write(json.dumps({"id": str(i), "text": html[i]}) + "\n")
+            for r in range(args.repeats):
+                label = f"end to end ({args.workers} workers)"
+                ours = add(label, "run_pipeline", lambda: our_pipeline(root / "in", root / f"ours{r}", args.workers), n)
+                if have_datatrove:
+                    theirs = add(
+                        label,
+                        "datatrove, same extractor",
+                        lambda: datatrove_pipeline(root / "in_jsonl", root / f"dt{r}", args.workers),
+                        n,
+                    )
+                    ratios["whole pipeline vs datatrove"].append(ours / theirs)
+
+    print("\nratios (ours / baseline, same docs, same process; median over interleaved repeats)")
+    for name, values in ratios.items():
+        if values:
+            print(f"  {name:<36}{spread(values)}")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "ratios": ratios}, indent=2))
 

@@ -16,6 +16,8 @@ fi
 need_apt=()
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 command -v chromium >/dev/null || need_apt+=(chromium)
+# scripts/build_regression_set.py: German/French/Spanish manual pages (real non-English text).
+[ -d /usr/share/man/es/man7 ] || need_apt+=(manpages-de manpages-fr manpages-es)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null

@@ -6,7 +6,15 @@ import random
 
 import numpy as np
 
-from data_pipeline.dedup import DedupConfig, estimated_jaccard, find_duplicates, normalize, shingles, signatures
+from data_pipeline.dedup import (
+    DedupConfig,
+    estimated_jaccard,
+    find_duplicates,
+    normalize,
+    normalized_words,
+    shingles,
+    signatures,
+)
 from data_pipeline.pipeline import run_pipeline
 from tests.support.pipeline_docs import fast_config, prose_doc, read_corpus, write_jsonl
 
@@ -73,3 +81,29 @@ def test_planted_near_duplicates_removed_across_shards(tmp_path):
         assert (near in ids) != (orig in ids), (near, orig)
     distinct = {f"orig-{i}" for i in range(40)} - set(planted.values())
     assert distinct <= set(ids)
+
+
+def test_vectorised_word_hashes_follow_normalized_words():
+    """The numpy tokeniser splits exactly where ``normalized_words`` does (ASCII and not), and
+    equal words hash equal across documents."""
+    from data_pipeline.dedup import word_hashes
+
+    texts = [
+        "Hello, WORLD! It's a_b 3.5 x--y",
+        "hello world it s a_b 3 5 x y",
+        "Ünïcödé café – naïve… «quoted» ﬁne Straße",
+        "",
+        "   ",
+        "unicode CAFÉ naïve",
+    ]
+    flat, offsets = word_hashes(texts)
+    seen: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        words = normalized_words(text)
+        got = flat[offsets[i] : offsets[i + 1]].tolist()
+        assert len(got) == len(words), text
+        for w, h in zip(words, got):
+            assert seen.setdefault(w, h) == h, w
+    assert len(set(seen.values())) == len(seen)
+    hashes, _ = signatures(texts, DedupConfig())
+    assert hashes[0] == hashes[1] and hashes[3] == hashes[4] and hashes[0] != hashes[2]

@@ -14,36 +14,43 @@ from data_pipeline.heuristics import (
     GopherQualityConfig,
     HeuristicFilter,
     HeuristicsConfig,
-    _dup_ngram_char_frac,
+    _dup_ngram_chars,
     _ngram_hashes,
-    _top_ngram_char_frac,
+    _repeat_positions,
+    _top_ngram_chars,
     c4_filter,
     fineweb_filter,
     gopher_quality,
+    tokens,
 )
 from lmforge.formats.corpus import Document
 from tests.support.pipeline_docs import prose_doc
 
 
-def ref_top(words: list[str], n: int) -> float:
+def ref_top(words: list[str], n: int) -> int:
+    """Characters of the most frequent n-gram, words joined by a space, times its count."""
     grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
     if not grams:
-        return 0.0
+        return 0
     gram, count = grams.most_common(1)[0]
-    return 0.0 if count < 2 else sum(map(len, gram)) * count / sum(map(len, words))
+    return len(" ".join(gram)) * count
 
 
-def ref_dup(words: list[str], n: int) -> float:
-    seen, covered = set(), [False] * len(words)
-    for i in range(len(words) - n + 1):
+def ref_dup(words: list[str], n: int) -> int:
+    """Left-to-right scan: a repeat of a visited n-gram counts its characters and jumps n ahead."""
+    seen, total, i = set(), 0, 0
+    while i < len(words) - n + 1:
         gram = tuple(words[i : i + n])
         if gram in seen:
-            covered[i : i + n] = [True] * n
-        seen.add(gram)
-    return sum(len(w) for w, c in zip(words, covered) if c) / sum(map(len, words))
+            total += sum(map(len, gram))
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return total
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(8))
 def test_ngram_statistics_match_plain_loops(seed):
     rng = random.Random(seed)
     vocab = ["a", "bb", "ccc", "dddd", "eeeee", "ff"][: rng.randint(2, 6)]
@@ -51,11 +58,23 @@ def test_ngram_statistics_match_plain_loops(seed):
     ids = {w: i for i, w in enumerate(sorted(set(words)))}
     word_ids = np.array([ids[w] for w in words], dtype=np.uint64)
     lengths = np.array([len(w) for w in words])
+    cum = np.concatenate(([0], np.cumsum(lengths)))
     grams = _ngram_hashes(word_ids, 10)
+    top = _top_ngram_chars(grams, lengths, [2, 3, 4])
     for n in (2, 3, 4):
-        assert _top_ngram_char_frac(grams, lengths, n) == pytest.approx(ref_top(words, n))
+        assert top.get(n, 0) == ref_top(words, n)
+    repeats = _repeat_positions(grams, list(range(5, 11)))
     for n in range(5, 11):
-        assert _dup_ngram_char_frac(grams, lengths, n) == pytest.approx(ref_dup(words, n))
+        got = _dup_ngram_chars(repeats[n], grams[n], cum, n) if n in repeats else 0
+        assert got == ref_dup(words, n), n
+
+
+def test_tokens_split_like_spacy_english():
+    text = "I can't go (see: foo.bar), e.g. to U.S. docs... Smith's end.Next x-y 3.5% C++ --help"
+    assert tokens(text) == [
+        "I", "ca", "n't", "go", "(", "see", ":", "foo.bar", ")", ",", "e.g.", "to", "U.S.", "docs", "...",
+        "Smith", "'s", "end", ".", "Next", "x", "-", "y", "3.5", "%", "C++", "--help",
+    ]  # fmt: skip
 
 
 def doc(text: str) -> Document:
@@ -78,3 +97,18 @@ def test_rules_fire_on_the_documents_they_target():
         fineweb_filter("\n".join(["Home", "Shop", "Cart", "Help", "A longer line that ends well."]), FineWebConfig())
         == "fineweb_short_line_ratio"
     )
+
+
+def test_documented_differences_from_datatrove():
+    """Defaults that knowingly differ (docs/curation.md): punctuation tokens are not words for the
+    alpha-word ratio, and lines with no letter or digit are not compared as duplicates."""
+    rng = random.Random(1)
+    prose = prose_doc(rng, 12)
+    sentences = "\n".join(s.strip() + "." for s in prose.replace("\n", " ").split(".") if s.strip())
+    text = sentences + "\n" + "\n".join(["}", "});"] * 10)
+    punctuated = " ".join(f"{w} ( ) ;" if i % 3 == 0 else w for i, w in enumerate(prose.split()))
+    parity = GopherQualityConfig(alpha_ratio_over="tokens")
+    assert gopher_quality(punctuated, parity) == "gopher_alpha_words"
+    assert gopher_quality(punctuated, GopherQualityConfig()) is None
+    assert fineweb_filter(text, FineWebConfig(count_symbol_lines=True)) == "fineweb_dup_line_chars"
+    assert fineweb_filter(text, FineWebConfig()) != "fineweb_dup_line_chars"
