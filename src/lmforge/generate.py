@@ -1,23 +1,29 @@
 """Batched sampling with a KV cache: the one decoding loop RL, CAI, eval and serving tests use.
 
-Prompts of different lengths are left-padded to a common length, so every row's next token
-sits at the same cache index. Pad keys are masked out of attention and position ids count
-only real tokens, so a row decodes exactly as it would alone (greedy output of a batch equals
-the per-prompt output, and both equal a full-recompute decode without a cache).
+Prompts of different lengths are right-padded for the prefill, so plain causal attention (the
+fused SDPA kernels, no [B, 1, T, T] mask) already keeps every real token from seeing padding;
+each row's first logits are read at its own last prompt token. New tokens then go to the same
+cache slot for every row, and the decode step's [B, 1, 1, S] key mask hides the pad slots.
+Position ids count real tokens only, so a row decodes exactly as it would alone (greedy output
+of a batch equals the per-prompt output, and both equal a full-recompute decode).
 
-Rows that emit a stop token are dropped from the batch and the cache (`KVCache.select`), so
-the remaining work shrinks as sequences finish and the loop ends once all have.
+Eager decoding drops rows that emit a stop token from the batch and the cache
+(`KVCache.select`), so the work shrinks as sequences finish. `SamplingConfig.compile` instead
+runs a compiled decode step over a static cache (`KVCache(static=True)`): the batch is padded
+to a power of two and the cache length rounded up to one, finished rows keep their slot, so
+one compiled graph serves every step and every batch in the same bucket.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from lmforge.model import Transformer
+from lmforge.model import KVCache, Transformer, rotary_cos_sin
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,9 @@ class SamplingConfig:
     top_p: float = 1.0  # 1.0 => no nucleus filtering
     stop_token_ids: Sequence[int] = field(default_factory=tuple)
     seed: int | None = None  # None => torch's global RNG
+    # torch.compile the decode step over a static KV cache (CUDA graphs on GPU). Pays a compile
+    # per (batch, cache) bucket, so it suits long generations and repeated calls.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -95,19 +104,20 @@ def padded_causal_mask(is_real: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return positions, mask[:, None]
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device):
-    """ids [B, P] left-padded, the real-token mask [B, P] and per-row prompt lengths."""
+def _right_pad(prompts: Sequence[Sequence[int]], pad_id: int, rows: int, device: torch.device):
+    """ids [rows, P] right-padded and the real-token mask [rows, P]; rows past len(prompts)
+    are one-pad-token fillers (a compiled step's batch bucket)."""
     lengths = [len(p) for p in prompts]
     if any(n == 0 for n in lengths):
         raise ValueError(f"empty prompt at index {lengths.index(0)}: every prompt needs >= 1 token")
-    width = max(lengths)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    lengths += [1] * (rows - len(prompts))
+    ids = torch.full((rows, max(lengths)), pad_id, dtype=torch.long)
+    is_real = torch.zeros(ids.shape, dtype=torch.bool)
     for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
-    is_real = ids.new_zeros(ids.shape, dtype=torch.bool)
+        ids[row, : len(prompt)] = torch.tensor(list(prompt), dtype=torch.long)
     for row, n in enumerate(lengths):
-        is_real[row, width - n :] = True
-    return ids.to(device), is_real.to(device)
+        is_real[row, :n] = True
+    return ids.to(device), is_real.to(device), torch.tensor(lengths, device=device)
 
 
 @torch.no_grad()
@@ -123,6 +133,73 @@ def generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, 
         model.train(was_training)
 
 
+def _bucket(n: int, floor: int = 1) -> int:
+    return max(floor, 1 << math.ceil(math.log2(n)))
+
+
+# Distinct (model, batch, cache, dtype) shapes the compiled decode step has been built for.
+# Buckets are powers of two, so this stays small; past the bound, decoding runs eagerly.
+MAX_DECODE_COMPILES = 8
+_decode_shapes: set[tuple] = set()
+_compiled_steps: dict[str, object] = {}
+_static_caches: dict[tuple, KVCache] = {}  # one per compiled shape, so at most MAX_DECODE_COMPILES
+
+
+def _decode_step(model: Transformer, tokens, positions, key_mask, cache: KVCache) -> torch.Tensor:
+    """One token per row through a static cache. No Python int in here changes between steps
+    (the write slot is `cache.write_pos`, a tensor), so dynamo traces it once."""
+    cfg = model.config
+    x = model.embed_tokens(tokens)
+    cos, sin = rotary_cos_sin(positions, cfg.head_dim, cfg.rope_theta, x.dtype, cfg.rope_scaling)
+    for layer in model.layers:
+        x = layer(x, cos, sin, key_mask, cache)
+    return model.lm_head(model.norm(x))[:, -1]
+
+
+def compiled_decode_step(device_type: str):
+    """The decode step compiled for this device: CUDA graphs ("reduce-overhead") on GPU,
+    inductor's default (C++/OpenMP) backend on CPU. Static shapes: one graph per bucket."""
+    mode = "reduce-overhead" if device_type == "cuda" else "default"
+    if mode not in _compiled_steps:
+        _compiled_steps[mode] = torch.compile(_decode_step, mode=mode, dynamic=False)
+    return _compiled_steps[mode]
+
+
+def _use_compiled(model: Transformer, rows: int, cache_len: int, dtype: torch.dtype) -> bool:
+    key = (id(model), rows, cache_len, dtype)
+    if key in _decode_shapes:
+        return True
+    if len(_decode_shapes) >= MAX_DECODE_COMPILES:
+        log.warning(
+            "compiled decode step: %d shapes already compiled (bound %d); batch %d x cache %d decodes eagerly",
+            len(_decode_shapes),
+            MAX_DECODE_COMPILES,
+            rows,
+            cache_len,
+        )
+        return False
+    _decode_shapes.add(key)
+    log.info("compiled decode step: compiling for batch %d x cache %d (shape %d)", rows, cache_len, len(_decode_shapes))
+    return True
+
+
+def _static_cache(model: Transformer, rows: int, cache_len: int) -> KVCache:
+    """The static cache of this (model, bucket), reused across calls: CUDA graphs replay on fixed
+    addresses. Stale slots need no clearing: the prefill overwrites [0, width) and the key mask
+    hides every later slot until the step that writes it."""
+    p = next(model.parameters())
+    shape = (model.config.n_layers, model.config.n_kv_heads, model.config.head_dim)
+    key = (id(model), shape, rows, cache_len, p.dtype, p.device)
+    cache = _static_caches.get(key)
+    if cache is None:
+        cache = _static_caches[key] = model.new_kv_cache(rows, cache_len, static=True)
+        if p.device.type == "cuda":
+            for t in (*cache.k, *cache.v):
+                torch._dynamo.mark_static_address(t)
+    cache.length, cache.write_pos = 0, None
+    return cache
+
+
 def _generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, pad_id: int) -> GenerationOutput:
     device = next(model.parameters()).device
     batch = len(prompts)
@@ -135,9 +212,8 @@ def _generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
     stop_ids = torch.tensor(sorted(set(cfg.stop_token_ids)), dtype=torch.long, device=device)
 
-    ids, is_real = _left_pad(prompts, pad_id, device)
-    width = ids.shape[1]
-    longest = max(len(p) for p in prompts) + cfg.max_new_tokens
+    width = max(len(p) for p in prompts)
+    longest = width + cfg.max_new_tokens
     if longest > model.config.max_seq_len:
         log.warning(
             "generating up to %d positions, past the model's max_seq_len=%d (RoPE extrapolates "
@@ -145,37 +221,58 @@ def _generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
             longest,
             model.config.max_seq_len,
         )
-    cache = model.new_kv_cache(batch, width + cfg.max_new_tokens)
-    positions, prefill_mask = padded_causal_mask(is_real)
-    logits = model(ids, position_ids=positions, attn_mask=prefill_mask, kv_cache=cache)[:, -1]
+    static = cfg.compile and cfg.max_new_tokens > 1
+    rows, cache_len = batch, longest
+    if static:
+        rows, cache_len = _bucket(batch), _bucket(longest, floor=16)
+        static = _use_compiled(model, rows, cache_len, next(model.parameters()).dtype)
+        if not static:
+            rows, cache_len = batch, longest
+    ids, is_real, lengths = _right_pad(prompts, pad_id, rows, device)
+    if static:
+        cache = _static_cache(model, rows, cache_len)
+    else:
+        cache = model.new_kv_cache(rows, cache_len)
+    # Right padding: causal attention alone keeps real tokens from seeing pads; no mask.
+    logits = model(ids, kv_cache=cache)[torch.arange(rows, device=device), lengths - 1]
 
-    key_is_real = torch.cat([is_real, is_real.new_ones(batch, cfg.max_new_tokens)], dim=1)
-    next_position = positions[:, -1:] + 1
-    active = torch.arange(batch, device=device)  # original row of each cache row
+    key_is_real = torch.zeros(rows, cache_len, dtype=torch.bool, device=device)
+    key_is_real[:, :width] = is_real
+    next_position = lengths[:, None]
+    if static:
+        step_fn = compiled_decode_step(device.type)
+    active = torch.arange(rows, device=device)  # original row of each cache row
+    done = [False] * rows
     for step in range(cfg.max_new_tokens):
         tokens = sample_next(logits, cfg, generator)
         stopped = torch.isin(tokens, stop_ids)
         for row, token, stop in zip(active.tolist(), tokens.tolist(), stopped.tolist()):
+            if row >= batch or done[row]:
+                continue
             if stop:
-                finished[row] = True
+                finished[row] = done[row] = True
             else:
                 completions[row].append(token)
-        if step == cfg.max_new_tokens - 1:
+        if step == cfg.max_new_tokens - 1 or all(done[:batch]):
             break
-        if stopped.any():
-            keep = (~stopped).nonzero().squeeze(-1)
-            if keep.numel() == 0:
-                break
-            cache.select(keep)
-            active, tokens = active[keep], tokens[keep]
-            key_is_real, next_position = key_is_real[keep], next_position[keep]
-        length = cache.length + 1
-        logits = model(
-            tokens[:, None],
-            position_ids=next_position,
-            attn_mask=key_is_real[:, None, None, :length],
-            kv_cache=cache,
-        )[:, -1]
+        slot = width + step  # the same cache slot for every row
+        key_is_real[:, slot] = True
+        if static:
+            cache.write_pos = torch.tensor([slot], device=device)
+            logits = step_fn(model, tokens[:, None], next_position, key_is_real[:, None, None, :], cache).clone()
+        else:
+            if stopped.any():
+                keep = (~stopped).nonzero().squeeze(-1)
+                cache.select(keep)
+                active, tokens = active[keep], tokens[keep]
+                key_is_real, next_position = key_is_real[keep], next_position[keep]
+            cache.length = slot
+            logits = model(
+                tokens[:, None],
+                position_ids=next_position,
+                attn_mask=key_is_real[:, None, None, : slot + 1],
+                kv_cache=cache,
+            )[:, -1]
         next_position = next_position + 1
     return GenerationOutput(completions, finished)
 

@@ -181,7 +181,7 @@ def block_causal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
 
 
 def packed_batch(examples: Sequence[EncodedConversation], capacity: int, pad_id: int) -> dict[str, torch.Tensor]:
-    """Several conversations per row: restarting position ids + block-diagonal causal mask.
+    """Several conversations per row: restarting position ids + block-diagonal causal attention.
 
     `segment_ids` number conversations in the order given (so per-example losses line up with
     an unpacked batch of the same examples).
@@ -205,7 +205,9 @@ def packed_batch(examples: Sequence[EncodedConversation], capacity: int, pad_id:
         "labels": labels,
         "position_ids": position_ids,
         "segment_ids": segment_ids,
-        "attn_mask": block_causal_mask(segment_ids),
+        # Document ids, not a dense [B, 1, T, T] mask: the model attends block-diagonally from
+        # them (lmforge.model.DocumentMask), with the same rule as `block_causal_mask`.
+        "attn_mask": segment_ids.clone(),
     }
 
 
