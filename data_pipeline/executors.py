@@ -35,7 +35,7 @@ def _parent_gone(pid: int) -> bool:
         return False
 
 
-def _watch_parent(pid: int, interval: float = 0.5) -> None:
+def _watch_parent(pid: int, interval: float = 0.05) -> None:
     """Pool initializer: the worker dies with the driver, even when the driver gets SIGKILL.
 
     Pool workers hang off the forkserver, not the driver, and a worker busy with a long shard

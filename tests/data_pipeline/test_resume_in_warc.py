@@ -82,7 +82,9 @@ def cli_args(inp: Path, out: Path, split: int) -> list[str]:
 
 def test_kill_driver_kills_workers_and_rerun_resumes_inside_the_warc(big_crawl, tmp_path, monkeypatch):
     warc = big_crawl["warc"]
-    split = warc.stat().st_size // 3 + 1
+    # Two ranges of ~60 records, checkpointed every 5: a range is still half done for a while after
+    # its first checkpoint, so the kill lands inside one however fast the machine is.
+    split = warc.stat().st_size // 2 + 1
     overrides = {"split_bytes": split, "checkpoint_every": 5}
     reference = run_pipeline(fast_config(warc, tmp_path / "ref", **overrides))
     expected = sorted(r["id"] for r in read_corpus(reference))
