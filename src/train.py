@@ -27,15 +27,33 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.utils import instantiate
 
     from lmforge.config_schema import validate_config
-    from lmforge.training import fit_from_config, print_summary
+    from lmforge.training import exit_on_user_error, fit_from_config, print_summary
 
     validate_config(cfg)  # `+module.typo=1` bypasses the schemas at compose time
-    if cfg.get("runner") is not None:
-        return instantiate(cfg.runner)(cfg)
-    manifest = fit_from_config(cfg)
+    start_from_init(cfg)
+    try:
+        if cfg.get("runner") is not None:
+            return instantiate(cfg.runner)(cfg)
+        manifest = fit_from_config(cfg)
+    except Exception as err:
+        exit_on_user_error(err)  # a NaN loss or running out of memory: one line, not 80
+        raise
     print_summary(manifest)
     # Returned for Hydra sweepers (e.g. Optuna) that minimise a metric.
     return manifest["final_metrics"].get("val/loss")
+
+
+def start_from_init(cfg: DictConfig) -> None:
+    """model=auto gets init_from's shape, and the run inherits its tokenizer (`lmforge.init_from`);
+    a missing parent or another model shape ends the command in one line."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lmforge.init_from import InitFromError, resolve_init_from
+
+    try:
+        resolve_init_from(cfg, HydraConfig.get().overrides.task)
+    except InitFromError as err:
+        sys.exit(f"error: {err}")
 
 
 def refuse_unread_data() -> None:
@@ -52,6 +70,9 @@ def refuse_unread_data() -> None:
 
 if __name__ == "__main__":
     from lmforge.config_precheck import fail_fast, register_help_resolver
+    from lmforge.init_from import default_model_auto
+
+    sys.argv[1:] = default_model_auto(sys.argv[1:])  # init_from=<dir> without model=: model=auto
 
     fail_fast()  # unknown groups, options and keys: Hydra's message in seconds
     register_help_resolver()  # `--help` lists only the groups conf/train.yaml composes

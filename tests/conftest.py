@@ -244,6 +244,30 @@ def memorised_checkpoint(tmp_path_factory) -> MemorisedCheckpoint:
 
 
 @pytest.fixture(scope="session")
+def llama3_dir(tmp_path_factory) -> Path:
+    """A Llama-3.1-style Hub folder (tests/support/hub_standins.py): byte-level BPE, llama3 RoPE."""
+    from tests.support.hub_standins import llama3_standin
+
+    return llama3_standin(tmp_path_factory.mktemp("llama3"))
+
+
+@pytest.fixture(scope="session")
+def llama32_dir(tmp_path_factory) -> Path:
+    """Llama-3.2-style: as `llama3_dir` with tied embeddings."""
+    from tests.support.hub_standins import llama3_standin
+
+    return llama3_standin(tmp_path_factory.mktemp("llama32"), tie=True, seed=2)
+
+
+@pytest.fixture(scope="session")
+def llama2_dir(tmp_path_factory) -> Path:
+    """A Llama-2-chat-style Hub folder: SentencePiece BPE converted to tokenizer.json, [INST] template."""
+    from tests.support.hub_standins import llama2_standin
+
+    return llama2_standin(tmp_path_factory.mktemp("llama2"))
+
+
+@pytest.fixture(scope="session")
 def tiny_eval_model(benchmarks):
     """Random weights in the tiny shape (context long enough for few-shot prompts), with a
     tokenizer trained on benchmark text."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,63 @@ class LoadedModel:
 
 
 def is_hf_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+    """An HF model folder: config.json (weights may be absent when only the shape is wanted)."""
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+AUTO_MODEL = "auto"  # model=auto (conf/model/auto.yaml): the shape comes from init_from
+# ModelConfig fields that only matter to a freshly initialised model, not to loaded weights.
+_NOT_SHAPE = ("name", "init_std")
+
+
+class ShapeMismatchError(ValueError):
+    """`model=` names another shape than the checkpoint `init_from` starts from."""
+
+
+def describe_shape(cfg: ModelConfig) -> str:
+    scaling = f", rope_scaling={cfg.rope_scaling['rope_type']}" if cfg.rope_scaling else ""
+    return (
+        f"{cfg.name} (d_model={cfg.d_model}, n_layers={cfg.n_layers}, n_heads={cfg.n_heads}, "
+        f"n_kv_heads={cfg.n_kv_heads}, ffn_dim={cfg.ffn_dim}, vocab_size={cfg.vocab_size}, "
+        f"max_seq_len={cfg.max_seq_len}{scaling}; {cfg.num_params():,} parameters)"
+    )
+
+
+def check_same_shape(configured: ModelConfig, parent: ModelConfig, init_from: str) -> None:
+    """An explicit model= must be the checkpoint's shape: weights of one shape never silently
+    train under another's name, sequence length or RoPE."""
+    differing = [
+        f"{f.name}={getattr(configured, f.name)!r} vs {getattr(parent, f.name)!r}"
+        for f in fields(ModelConfig)
+        if f.name not in _NOT_SHAPE and getattr(configured, f.name) != getattr(parent, f.name)
+    ]
+    if differing:
+        raise ShapeMismatchError(
+            f"model={configured.name} is {describe_shape(configured)} but init_from={init_from} is "
+            f"{describe_shape(parent)}; differing: {', '.join(differing)}. Leave model= out "
+            "(model=auto takes the checkpoint's shape) or name the matching one"
+        )
+
+
+def parent_model_config(init_from: str | Path) -> ModelConfig:
+    """The shape of the checkpoint / run dir / HF dir `init_from` names, without loading weights."""
+    return ModelConfig(**read_metadata(init_from)["model_config"])
+
+
+def parent_tokenizer_path(init_from: str | Path) -> str | None:
+    """The tokenizer a child of `init_from` inherits: an HF dir's own files, else the run dir's
+    copy, else the path its lineage records. None when there is none to find."""
+    path = resolve_checkpoint(init_from)
+    if is_hf_dir(path):
+        return str(path) if (path / "tokenizer.json").is_file() else None
+    candidates = [p / RUN_TOKENIZER_DIR for p in (path.parent, path.parent.parent)]
+    recorded = read_metadata(path).get("tokenizer_path")
+    if recorded:
+        candidates.append(Path(recorded))
+    for candidate in candidates:
+        if (candidate / "tokenizer.json").is_file():
+            return str(candidate)
+    return None
 
 
 def is_sharded_checkpoint(path: Path) -> bool:

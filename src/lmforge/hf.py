@@ -6,13 +6,17 @@ this module is two tables - config keys and a parameter-name prefix - plus file 
     config.json                 LlamaConfig in the older flat form (top-level rope_theta,
                                 torch_dtype) that transformers 4.x and 5.x both read
     model.safetensors           or model-0000i-of-0000n.safetensors + model.safetensors.index.json
-    generation_config.json      bos/pad and eos = [<|end|>, <|eos|>], so chat turns stop
-    tokenizer.json, tokenizer_config.json (chat template), special_tokens_map.json
+    generation_config.json      bos/pad and eos = [<|end|>, <|eos|>], so chat turns stop; an
+                                imported tokenizer's own generation_config.json as it came
+    tokenizer.json, tokenizer_config.json (chat template), special_tokens_map.json; an imported
+                                tokenizer's files (tokenizer.model, chat_template.jinja) byte for byte
     manifest.json               lmforge lineage: model config, tokenizer fingerprint, parent
 
-Imports are strict: a config using a Llama feature our model does not implement (rope
-scaling, attention/MLP biases, another activation) is refused with the key named, instead
-of loading into a model that silently computes something else.
+Imports cover the Llama family: Llama-2, Llama-3/3.1/3.2 (`rope_scaling` of type llama3, tied
+embeddings) and Mistral configs without a sliding window. They are strict: a config using a
+feature our model does not implement (sliding-window attention, attention/MLP biases as in
+Qwen2, another activation or RoPE type) is refused with the key named, instead of loading into
+a model that silently computes something else.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmforge.formats.checkpoint_meta import write_export_manifest
-from lmforge.model import ModelConfig, Transformer, build_model
+from lmforge.model import ModelConfig, Transformer, build_model, check_rope_scaling
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,12 @@ HF_DEFAULTS = {
     "initializer_range": 0.02,
     "max_position_embeddings": 2048,
 }
-SUPPORTED_MODEL_TYPES = ("llama",)
+# Mistral is Llama's architecture plus an optional sliding window (refused when set).
+SUPPORTED_MODEL_TYPES = ("llama", "mistral")
+# Architectures that differ from Llama by a named feature: refused naming that feature.
+REFUSED_MODEL_TYPES = {
+    "qwen2": ("attention_bias", "Qwen2's q/k/v projections carry biases; lmforge's projections have none"),
+}
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -99,16 +108,18 @@ def to_hf_config(cfg: ModelConfig, tokenizer=None, dtype: torch.dtype = torch.fl
         "attention_dropout": 0.0,
         "mlp_bias": False,
         "pretraining_tp": 1,
-        "rope_scaling": None,
+        "rope_scaling": dict(cfg.rope_scaling) if cfg.rope_scaling else None,
         "use_cache": True,
         "torch_dtype": _dtype_name(dtype),
         "lmforge_model_name": cfg.name,
     }
     if tokenizer is not None:
+        generation = tokenizer.generation_config or {}
         config.update(
             bos_token_id=tokenizer.bos_id,
-            eos_token_id=tokenizer.eos_id,
-            pad_token_id=tokenizer.pad_id,
+            eos_token_id=generation.get("eos_token_id", tokenizer.eos_id),
+            # An imported tokenizer without a pad token (Llama) keeps none.
+            pad_token_id=tokenizer.pad_id if tokenizer.specials.pad is not None else None,
         )
     return config
 
@@ -117,24 +128,48 @@ def _refuse(key: str, value: Any, why: str) -> None:
     raise ValueError(f"unsupported HF config: {key}={value!r} ({why}); lmforge's Llama cannot load it exactly")
 
 
+def _rope_scaling(config: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
+    """(rope_theta, scaling) from the flat 4.x form (`rope_theta`, `rope_scaling`) or the 5.x
+    `rope_parameters` form; the scaling checked by `check_rope_scaling` with the HF key named."""
+    theta, scaling, key = config.get("rope_theta"), config.get("rope_scaling"), "rope_scaling"
+    rope = config.get("rope_parameters")
+    if rope:
+        theta = rope.get("rope_theta", theta)
+        if rope.get("rope_type", rope.get("type", "default")) != "default":
+            scaling, key = rope, "rope_parameters"
+    if scaling:
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind not in ("default", "llama3"):
+            _refuse(f"{key}.rope_type", kind, "only plain RoPE and llama3 scaling are implemented")
+        try:
+            scaling = check_rope_scaling({k: v for k, v in scaling.items() if k != "rope_theta"})
+        except ValueError as err:
+            _refuse(key, scaling, str(err))
+    return theta, scaling or None
+
+
 def from_hf_config(config: dict[str, Any]) -> ModelConfig:
     """ModelConfig from a config.json dict (flat 4.x form or 5.x `rope_parameters` form)."""
     model_type = config.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        _refuse("model_type", model_type, f"only {list(SUPPORTED_MODEL_TYPES)} is supported")
-    if config.get("hidden_act", "silu") != "silu":
-        _refuse("hidden_act", config["hidden_act"], "the MLP is SwiGLU with silu")
+    if model_type in REFUSED_MODEL_TYPES:
+        key, why = REFUSED_MODEL_TYPES[model_type]
+        _refuse(key, f"implied by model_type={model_type!r}", why)
     for key in ("attention_bias", "mlp_bias"):
         if config.get(key):
             _refuse(key, config[key], "projections have no bias")
-    if config.get("rope_scaling"):
-        _refuse("rope_scaling", config["rope_scaling"], "only plain RoPE is implemented")
+    window = config.get("sliding_window")
+    if window is not None and config.get("use_sliding_window", True):
+        _refuse(
+            "sliding_window", window, "Mistral-style sliding-window attention; lmforge attends to the whole context"
+        )
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        _refuse("model_type", model_type, f"only {list(SUPPORTED_MODEL_TYPES)} are supported")
+    if config.get("hidden_act", "silu") != "silu":
+        _refuse("hidden_act", config["hidden_act"], "the MLP is SwiGLU with silu")
     values = {**HF_DEFAULTS, **config}
-    rope = config.get("rope_parameters")
-    if rope:
-        if rope.get("rope_type", "default") != "default":
-            _refuse("rope_parameters.rope_type", rope["rope_type"], "only plain RoPE is implemented")
-        values["rope_theta"] = rope.get("rope_theta", values["rope_theta"])
+    theta, scaling = _rope_scaling(config)
+    if theta is not None:
+        values["rope_theta"] = theta
     missing = [k for k in CONFIG_KEYS.values() if k not in values]
     if missing:
         raise ValueError(f"HF config lacks required key(s) {missing}")
@@ -142,7 +177,7 @@ def from_hf_config(config: dict[str, Any]) -> ModelConfig:
     fields["rope_theta"] = float(fields["rope_theta"])
     fields["tie_embeddings"] = bool(fields["tie_embeddings"])
     name = config.get("lmforge_model_name") or Path(str(config.get("_name_or_path") or "hf")).name or "hf"
-    return ModelConfig(**fields, name=name)
+    return ModelConfig(**fields, rope_scaling=scaling, name=name)
 
 
 # ----- weights -----
@@ -191,6 +226,27 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def write_tokenizer_files(out_dir: Path, tokenizer) -> list[str]:
+    """Tokenizer files and generation_config.json beside exported weights; the names written.
+
+    An imported tokenizer writes the files it came with, its generation_config.json included;
+    lmforge's own gets a generation config whose eos list stops chat turns at <|end|>.
+    """
+    if tokenizer is None:
+        return []
+    tokenizer.save(out_dir)
+    files = list(tokenizer.file_names)
+    if GENERATION_CONFIG_FILE not in files:
+        generation = {
+            "bos_token_id": tokenizer.bos_id,
+            "eos_token_id": [tokenizer.end_of_turn_id, tokenizer.eos_id],
+            "pad_token_id": tokenizer.pad_id,
+        }
+        _write_json(out_dir / GENERATION_CONFIG_FILE, generation)
+        files.append(GENERATION_CONFIG_FILE)
+    return files
+
+
 def export_hf(
     model: Transformer,
     out_dir: str | Path,
@@ -208,15 +264,7 @@ def export_hf(
     cfg = model.config
     _write_json(out_dir / CONFIG_FILE, to_hf_config(cfg, tokenizer, dtype))
     files = [CONFIG_FILE, *_save_weights(hf_state_dict(model, dtype), out_dir, max_shard_bytes)]
-    if tokenizer is not None:
-        generation = {
-            "bos_token_id": tokenizer.bos_id,
-            "eos_token_id": [tokenizer.end_of_turn_id, tokenizer.eos_id],
-            "pad_token_id": tokenizer.pad_id,
-        }
-        _write_json(out_dir / GENERATION_CONFIG_FILE, generation)
-        tokenizer.save(out_dir)
-        files += [GENERATION_CONFIG_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    files += write_tokenizer_files(out_dir, tokenizer)
     lineage = {
         "kind": "hf_export",
         "model_config": cfg.to_dict(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,11 @@ class ModelConfig:
     tie_embeddings: bool = False  # tie_word_embeddings
     head_dim: int | None = None  # None means d_model // n_heads
     init_std: float = 0.02
+    # HF `rope_scaling`: None (plain RoPE) or {"rope_type": "llama3", "factor", "low_freq_factor",
+    # "high_freq_factor", "original_max_position_embeddings"} (Llama-3.1/3.2).
+    rope_scaling: dict[str, Any] | None = None
     # Free-form name for logs and manifests ("tiny", "7b", ...); does not change the shape.
+    # "auto" (conf/model/auto.yaml) means: every field comes from `init_from`.
     name: str = field(default="custom")
 
     def __post_init__(self) -> None:
@@ -48,6 +53,7 @@ class ModelConfig:
             raise ValueError(f"model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
+        self.rope_scaling = check_rope_scaling(self.rope_scaling)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,8 +104,50 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(dtype)
 
 
+LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def check_rope_scaling(scaling: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The scaling in canonical form: None for plain RoPE (also `{rope_type: default}`), else a
+    complete llama3 dict. Anything else is refused naming the key, never silently ignored."""
+    if not scaling:
+        return None
+    scaling = dict(scaling)
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "default":
+        return None
+    if kind != "llama3":
+        raise ValueError(f"model.rope_scaling.rope_type={kind!r} is not implemented (supported: 'default', 'llama3')")
+    missing = [k for k in LLAMA3_ROPE_KEYS if scaling.get(k) is None]
+    if missing:
+        raise ValueError(f"model.rope_scaling (llama3) lacks {missing}")
+    if scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+        raise ValueError("model.rope_scaling: high_freq_factor must be greater than low_freq_factor")
+    canonical = {"rope_type": "llama3", **{k: float(scaling[k]) for k in LLAMA3_ROPE_KEYS}}
+    canonical["original_max_position_embeddings"] = int(scaling["original_max_position_embeddings"])
+    return canonical
+
+
+def llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict[str, Any]) -> torch.Tensor:
+    """Llama-3.1's frequency-dependent RoPE scaling: wavelengths shorter than
+    original_len / high_freq_factor are kept, those longer than original_len / low_freq_factor are
+    divided by `factor`, and the band between is interpolated linearly in original_len / wavelength."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    original = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    long_scaled = torch.where(wavelen > original / low, inv_freq / factor, inv_freq)
+    smooth = (original / wavelen - low) / (high - low)
+    blended = (1 - smooth) * long_scaled / factor + smooth * long_scaled
+    in_band = (wavelen >= original / high) & (wavelen <= original / low)
+    return torch.where(in_band, blended, long_scaled)
+
+
 def rotary_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+    position_ids: torch.Tensor,
+    head_dim: int,
+    theta: float,
+    dtype: torch.dtype,
+    scaling: dict[str, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables of shape [B, T, head_dim] for the given positions.
 
@@ -110,6 +158,8 @@ def rotary_cos_sin(
     inv_freq = 1.0 / (
         theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.int64).to(work) / head_dim)
     )
+    if scaling is not None:
+        inv_freq = llama3_inv_freq(inv_freq, scaling)
     freqs = position_ids.to(work)[..., None] * inv_freq  # [B, T, hd/2]
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -131,18 +181,35 @@ class KVCache:
 
     `length` is the number of filled positions; `Attention` appends at `length` and the
     model advances it once per forward, after all layers have written.
+
+    `static=True` is the fixed-shape form a compiled decode step needs: new keys/values go to
+    the cache indices in the tensor `write_pos` (set by the caller before each step) and
+    attention always covers all `max_len` slots, so no Python int changes between steps and
+    the step compiles once; the caller's mask hides the slots not yet written.
     """
 
     def __init__(
-        self, cfg: ModelConfig, batch_size: int, max_len: int, device: torch.device, dtype: torch.dtype
+        self,
+        cfg: ModelConfig,
+        batch_size: int,
+        max_len: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        static: bool = False,
     ) -> None:
         shape = (batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
         self.length = 0
         self.max_len = max_len
+        self.static = static
+        self.write_pos: torch.Tensor | None = None  # static only: cache index of each new position [T]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.static and self.write_pos is not None:
+            self.k[layer].index_copy_(2, self.write_pos, k)
+            self.v[layer].index_copy_(2, self.write_pos, v)
+            return self.k[layer], self.v[layer]
         start, end = self.length, self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions > max_len={self.max_len}")
@@ -154,6 +221,78 @@ class KVCache:
         """Keep only the given batch rows (drop finished sequences)."""
         self.k = [k[batch_index] for k in self.k]
         self.v = [v[batch_index] for v in self.v]
+
+
+class DocumentMask:
+    """Block-diagonal causal attention for rows that hold several documents, without a dense mask.
+
+    `doc_ids` [B, T] (int) numbers the document of each position; each document is one
+    contiguous run, and padding (-1) is one more run. Query t sees key s iff s <= t and both
+    are in the same document: the same rule as the dense `[B, 1, T, T]` mask of
+    `lmforge.data.chat.block_causal_mask`. On CUDA it runs as `flex_attention` with a BlockMask
+    (fully masked key blocks are skipped); elsewhere as one causal SDPA call per run, since this
+    torch's flex_attention has no CPU backward. Inside `torch.compile` on CPU the dense mask is
+    built in the graph, so the compiled block never specialises on run boundaries.
+    """
+
+    def __init__(self, doc_ids: torch.Tensor) -> None:
+        self.doc_ids = doc_ids
+        self.block_mask = None
+        self.runs: list[list[tuple[int, int]]] | None = None
+        bsz, seq = doc_ids.shape
+        if doc_ids.device.type == "cuda":
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            def same_doc_causal(b, h, q_idx, kv_idx):
+                return (kv_idx <= q_idx) & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
+
+            self.block_mask = create_block_mask(same_doc_causal, bsz, None, seq, seq, device=doc_ids.device)
+        elif not torch.compiler.is_compiling():
+            self.runs = []
+            for row in doc_ids.tolist():
+                bounds = [0] + [t for t in range(1, seq) if row[t] != row[t - 1]] + [seq]
+                self.runs.append(list(zip(bounds[:-1], bounds[1:], strict=True)))
+
+    def dense(self) -> torch.Tensor:
+        seq = self.doc_ids.shape[1]
+        causal = torch.ones(seq, seq, dtype=torch.bool, device=self.doc_ids.device).tril()
+        return ((self.doc_ids[:, :, None] == self.doc_ids[:, None, :]) & causal)[:, None]
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: bool) -> torch.Tensor:
+        if self.block_mask is not None:
+            return _flex_attention()(q, k, v, block_mask=self.block_mask, enable_gqa=gqa)
+        if torch.compiler.is_compiling() or self.runs is None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense(), enable_gqa=gqa)
+        rows = []
+        for b, runs in enumerate(self.runs):
+            parts = [
+                F.scaled_dot_product_attention(
+                    q[b : b + 1, :, s:e],
+                    k[b : b + 1, :, s:e],
+                    v[b : b + 1, :, s:e],
+                    is_causal=e - s > 1,
+                    enable_gqa=gqa,
+                )
+                for s, e in runs
+            ]
+            rows.append(torch.cat(parts, dim=2))
+        return torch.cat(rows, dim=0)
+
+
+_FLEX = None
+
+
+def _flex_attention():
+    """flex_attention compiled once (its fused kernel exists only under torch.compile); called
+    as-is when already inside a compiled region."""
+    global _FLEX
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if torch.compiler.is_compiling():
+        return flex_attention
+    if _FLEX is None:
+        _FLEX = torch.compile(flex_attention, dynamic=False)
+    return _FLEX
 
 
 class Attention(nn.Module):
@@ -171,7 +310,7 @@ class Attention(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        attn_mask: torch.Tensor | None,
+        attn_mask: torch.Tensor | DocumentMask | None,
         kv_cache: KVCache | None,
     ) -> torch.Tensor:
         bsz, seq, _ = x.shape
@@ -186,6 +325,8 @@ class Attention(nn.Module):
         if attn_mask is None:
             # No mask given means plain causal self-attention over this chunk (training).
             out = F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1, enable_gqa=gqa)
+        elif isinstance(attn_mask, DocumentMask):
+            out = attn_mask.attend(q, k, v, gqa)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
         return self.o_proj(out.transpose(1, 2).reshape(bsz, seq, -1))
@@ -254,7 +395,7 @@ class Transformer(nn.Module):
         input_ids: torch.Tensor,
         *,
         position_ids: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | DocumentMask | None = None,
         kv_cache: KVCache | None = None,
         return_hidden: bool = False,
     ) -> torch.Tensor:
@@ -263,13 +404,22 @@ class Transformer(nn.Module):
         position_ids: [B, T]; defaults to 0..T-1 offset by the cache length. Packed sequences
             pass positions that restart at each document.
         attn_mask: bool, broadcastable to [B, 1, T, S], True where a query may attend a key
-            (S = cached + new positions). None means causal over the current chunk.
+            (S = cached + new positions). None means causal over the current chunk. An integer
+            [B, T] tensor (or a `DocumentMask`) gives document ids instead: causal within each
+            contiguous document, no dense mask (packed rows, -1 on padding; no kv_cache).
         kv_cache: when given, new keys/values are appended and attention covers the cache.
         return_hidden: return the final normalised hidden states [B, T, d] instead of logits
             (reward heads, chunked losses).
         """
         bsz, seq = input_ids.shape
         offset = kv_cache.length if kv_cache is not None else 0
+        if offset + seq > self.config.max_seq_len:
+            # Never silently: RoPE past the trained length degrades without any error.
+            raise ValueError(
+                f"sequence of {offset + seq} positions is longer than model.max_seq_len="
+                f"{self.config.max_seq_len}; shorten the data (datamodule.max_seq_len / seq_len) or "
+                "use a model with a longer context"
+            )
         if position_ids is None:
             position_ids = torch.arange(offset, offset + seq, device=input_ids.device).expand(bsz, seq)
         if kv_cache is not None and attn_mask is None and offset > 0:
@@ -277,8 +427,15 @@ class Transformer(nn.Module):
             keys = torch.arange(offset + seq, device=input_ids.device)
             queries = torch.arange(offset, offset + seq, device=input_ids.device)
             attn_mask = (keys[None, :] <= queries[:, None])[None, None]
+        if (
+            isinstance(attn_mask, torch.Tensor)
+            and not attn_mask.dtype.is_floating_point
+            and attn_mask.dtype != torch.bool
+        ):
+            attn_mask = DocumentMask(attn_mask)  # built once, shared by every layer
         x = self.embed_tokens(input_ids)
-        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
+        cfg = self.config
+        cos, sin = rotary_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta, x.dtype, cfg.rope_scaling)
         for layer in self.layers:
             x = layer(x, cos, sin, attn_mask, kv_cache)
         if kv_cache is not None:
@@ -286,9 +443,9 @@ class Transformer(nn.Module):
         x = self.norm(x)
         return x if return_hidden else self.lm_head(x)
 
-    def new_kv_cache(self, batch_size: int, max_len: int) -> KVCache:
+    def new_kv_cache(self, batch_size: int, max_len: int, static: bool = False) -> KVCache:
         p = self.embed_tokens.weight
-        return KVCache(self.config, batch_size, max_len, p.device, p.dtype)
+        return KVCache(self.config, batch_size, max_len, p.device, p.dtype, static=static)
 
 
 def build_model(cfg: ModelConfig, device: str | torch.device | None = None) -> Transformer:

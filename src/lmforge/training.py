@@ -21,6 +21,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from lmforge.callbacks.wandb_lineage import data_fingerprint, git_commit, log_checkpoint_artifact, run_identity
 from lmforge.checkpoint import RUN_TOKENIZER_DIR, latest_checkpoint, resolve_checkpoint
 from lmforge.config_schema import validate_config
 from lmforge.formats.checkpoint_meta import MANIFEST as MANIFEST_FILE
@@ -53,6 +54,34 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def instantiate_loggers(cfg: DictConfig, stage: str) -> list[Any]:
+    """The `logger` group; a W&B logger left without group / job_type / name gets the job's
+    (`lmforge.callbacks.wandb_lineage.run_identity`): a sweep's jobs share a group, each named
+    by its overrides."""
+    group = cfg.get("logger")
+    if not group:
+        return []
+    loggers = []
+    for node in group.values():
+        if not (isinstance(node, DictConfig) and "_target_" in node):
+            continue
+        kwargs = {}
+        if str(node._target_).endswith("WandbLogger"):
+            kwargs = {k: v for k, v in wandb_identity(cfg, stage).items() if node.get(k) is None}
+        loggers.append(instantiate(node, **kwargs))
+    return loggers
+
+
+def wandb_identity(cfg: DictConfig, stage: str) -> dict[str, str]:
+    overrides, sweep_dir = [], None
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        overrides = list(hydra_cfg.overrides.task)
+        if str(hydra_cfg.mode) == "RunMode.MULTIRUN":
+            sweep_dir = str(hydra_cfg.sweep.dir)
+    return run_identity(stage, Path(cfg.run_dir), overrides, sweep_dir)
 
 
 def stage_choice(cfg: DictConfig) -> str:
@@ -128,6 +157,10 @@ def build_manifest(cfg: DictConfig, module, trainer: L.Trainer, resumed_from: st
         "num_params": module.model_config.num_params(),
         "tokenizer_fingerprint": lineage["tokenizer_fingerprint"],
         "tokenizer_path": lineage["tokenizer_path"],
+        "data_fingerprint": data_fingerprint(OmegaConf.to_container(cfg.datamodule, resolve=True))
+        if cfg.get("datamodule")
+        else None,
+        "git_commit": git_commit(),
         "parent": lineage["parent"],
         "resumed_from": resumed_from,
         "global_step": trainer.global_step,
@@ -150,7 +183,7 @@ def fit_from_config(cfg: DictConfig) -> dict:
     ensure_tokenizer(cfg)
     datamodule = instantiate(cfg.datamodule)
     module = instantiate(cfg.module, _convert_="all")
-    loggers = instantiate_group(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg, module.stage_name)
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # Lightning refuses an LR monitor with nothing to log to (logger=none)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -159,7 +192,7 @@ def fit_from_config(cfg: DictConfig) -> dict:
     # Lightning launches the other ranks as copies of this command with this environment.
     os.environ[RESUME_ENV] = resumed_from or ""
     _prepare_run_dir(run_dir, module.tokenizer)
-    log_run_config(loggers, cfg)
+    log_run_config(loggers, cfg, module)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resumed_from)
     except BaseException as err:
@@ -167,16 +200,24 @@ def fit_from_config(cfg: DictConfig) -> dict:
         finish_loggers(loggers, exit_code=1)
         raise
     manifest = build_manifest(cfg, module, trainer, resumed_from, "completed")
+    track_outputs(loggers, manifest)
     write_manifest(run_dir, manifest)
     finish_loggers(loggers, exit_code=0)
     return manifest
 
 
-def run_config(cfg: DictConfig) -> dict:
+def run_config(cfg: DictConfig, module=None) -> dict:
     """What a tracker records about a run: the whole resolved job config (trainer, precision,
-    strategy, data, batch size, seed, ...) plus Hydra's group choices and command-line overrides."""
+    strategy, data, batch size, seed, ...), Hydra's group choices and command-line overrides, and
+    under `lineage` the git commit and the tokenizer and data fingerprints."""
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
+    config["lineage"] = {
+        "git_commit": git_commit(),
+        "tokenizer_fingerprint": module.tokenizer.fingerprint if module is not None else None,
+        "data_fingerprint": data_fingerprint(config["datamodule"]) if config.get("datamodule") else None,
+        "parent": str(Path(cfg.init_from).resolve()) if cfg.get("init_from") else None,
+    }
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         config["hydra"] = {
@@ -188,14 +229,46 @@ def run_config(cfg: DictConfig) -> dict:
     return config
 
 
-def log_run_config(loggers: list, cfg: DictConfig) -> None:
+def log_run_config(loggers: list, cfg: DictConfig, module=None) -> None:
     """Every logger gets the full composed config, not only the LightningModule's hparams
     (which Lightning adds on top at fit start). Loggers' `log_hyperparams` run on rank 0 only."""
     if not loggers:
         return
-    config = run_config(cfg)
+    config = run_config(cfg, module)
     for logger in loggers:
         logger.log_hyperparams(config)
+
+
+@rank_zero_only
+def track_outputs(loggers: list, manifest: dict) -> None:
+    """The final checkpoint as a W&B `model` artifact naming its parent's; the manifest records
+    the run and the artifact (`wandb`), so the eval, export and report runs of this checkpoint,
+    and the runs trained from it, can link back."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            run = logger.experiment
+            # The data fingerprint again: token shards are written during fit (prepare_data).
+            lineage = {
+                "git_commit": manifest["git_commit"],
+                "tokenizer_fingerprint": manifest["tokenizer_fingerprint"],
+                "data_fingerprint": manifest["data_fingerprint"],
+                "parent": manifest["parent"],
+            }
+            run.config.update({"lineage": lineage}, allow_val_change=True)
+            try:
+                artifact = log_checkpoint_artifact(run, manifest)
+            except Exception as err:  # the fit succeeded; its manifest must still be written
+                log.warning("checkpoint artifact not logged to W&B: %s", err)
+                artifact = None
+            manifest["wandb"] = {
+                "project": run.project,
+                "group": run.group,
+                "run_id": run.id,
+                "name": run.name,
+                "artifact": artifact,
+            }
 
 
 @rank_zero_only
@@ -208,6 +281,40 @@ def finish_loggers(loggers: list, exit_code: int) -> None:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             logger._experiment.finish(exit_code=exit_code)
             logger._experiment = None
+
+
+OOM_ADVICE = (
+    "lower datamodule.batch_size (trainer.accumulate_grad_batches keeps the batch), precision=bf16-true, "
+    "module.activation_checkpointing=true, strategy=fsdp or peft=lora"
+)
+
+
+def one_line_error(err: BaseException) -> str | None:
+    """The one line a user needs for a failure that is not a bug in lmforge, else None: a
+    non-finite loss (the NaN guard names the step and the last good checkpoint) or running out
+    of GPU or host memory (torch's first line, then what lowers the need)."""
+    import torch
+
+    from lmforge.callbacks import NonFiniteLossError
+
+    if isinstance(err, NonFiniteLossError):
+        return str(err).strip().splitlines()[0]
+    text = str(err).strip()
+    if isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    ):
+        first = text.splitlines()[0] if text else type(err).__name__
+        return f"out of memory: {first[:300]}; {OOM_ADVICE}"
+    return None
+
+
+def exit_on_user_error(err: BaseException) -> None:
+    """Exit with `error: <one line>` (status 1) for the failures `one_line_error` knows;
+    `HYDRA_FULL_ERROR=1` keeps the traceback."""
+    message = one_line_error(err)
+    if message is not None and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        log.debug("full traceback", exc_info=err)
+        raise SystemExit(f"error: {message} (HYDRA_FULL_ERROR=1 shows the traceback)")
 
 
 @rank_zero_only

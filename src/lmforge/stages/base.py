@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
-from lmforge.checkpoint import LMFORGE_KEY, load_for_inference, read_metadata
+from lmforge.checkpoint import AUTO_MODEL, LMFORGE_KEY, check_same_shape, load_for_inference, read_metadata
 from lmforge.model import DecoderLayer, ModelConfig, Transformer, build_model
 from lmforge.optimizers import build_optimizer, is_no_decay, lr_multiplier  # noqa: F401 (re-exported)
 from lmforge.tokenizer import Tokenizer, check_fingerprint
@@ -89,6 +89,7 @@ class BaseStage(L.LightningModule):
         peft: dict | None = None,
         activation_checkpointing: bool = False,
         meta_init: bool = False,
+        compile: bool = False,
         **kw: Any,
     ) -> None:
         super().__init__()
@@ -103,8 +104,11 @@ class BaseStage(L.LightningModule):
         self.peft_config = to_plain(peft) or None
         self.activation_checkpointing = activation_checkpointing
         self.meta_init = meta_init
+        self.compile = compile
         self.init_from = str(init_from) if init_from else None
         self.model_config = model_config_from(model)
+        if self.model_config.name == AUTO_MODEL and not self.init_from:
+            raise ValueError("model=auto takes the shape from init_from; set init_from=<checkpoint, run dir or HF dir>")
         if self.init_from:
             self.model_config = self._adopt_parent(self.model_config, read_metadata(self.init_from))
         if self.tokenizer.vocab_size > self.model_config.vocab_size:
@@ -116,7 +120,8 @@ class BaseStage(L.LightningModule):
 
     # ----- model -----
     def _adopt_parent(self, configured: ModelConfig, parent: dict[str, Any]) -> ModelConfig:
-        """The parent's shape wins (its weights define it); the tokenizer must be the same."""
+        """The parent's shape: taken as is under model=auto, else it must equal the configured one
+        (`ShapeMismatchError` names both); the tokenizer must be the same."""
         if parent.get("tokenizer_fingerprint"):
             check_fingerprint(
                 parent["tokenizer_fingerprint"], self.tokenizer.fingerprint, f"init_from={self.init_from}"
@@ -124,14 +129,10 @@ class BaseStage(L.LightningModule):
         else:
             log.warning("init_from=%s records no tokenizer fingerprint; cannot verify it", self.init_from)
         adopted = ModelConfig(**parent["model_config"])
-        differing = {
-            k: (v, getattr(adopted, k))
-            for k, v in asdict(configured).items()
-            if k != "name" and getattr(adopted, k) != v
-        }
-        if differing:
-            log.warning("init_from=%s: using its model shape; configured values differ: %s", self.init_from, differing)
-        return adopted
+        if configured.name == AUTO_MODEL:
+            return adopted
+        check_same_shape(configured, adopted, self.init_from)
+        return configured
 
     def configure_model(self) -> None:
         if self.model is not None:  # Lightning calls this hook again for validate/test after fit
@@ -157,11 +158,22 @@ class BaseStage(L.LightningModule):
             # The composable API keeps parameter names intact, unlike checkpoint_wrapper.
             for layer in self._decoder_layers(model):
                 checkpoint(layer)
+        if self.compile:
+            self._compile_blocks(model)
         if mesh is not None:
             self._shard(model, mesh)
         if on_meta:
             self._materialize(model)
         self.model = model
+
+    def _compile_blocks(self, model: torch.nn.Module) -> None:
+        """`compile=true`: torch.compile each decoder block in place (after activation
+        checkpointing, before FSDP), so blocks stay the unit both wrap and parameter names do not
+        change. Recompiles are logged with their reason; dynamo's recompile_limit bounds them
+        (past it a block runs eagerly)."""
+        torch._logging.set_logs(recompiles=True)
+        for layer in self._decoder_layers(model):
+            layer.compile()
 
     # ----- frozen reference (DPO, RL) -----
     def set_frozen_reference(self, network: torch.nn.Module) -> None:
