@@ -452,9 +452,7 @@ def create_app(engine: LocalEngine, api_key: str, openapi: bool = False) -> Fast
         tokenizer = engine.tokenizer
         messages = [{"role": m.role, "content": m.content} for m in req.messages]
         prompt = tokenizer.encode_chat(messages, add_generation_prompt=True)[0]  # typed markers stay text
-        ids, finished = engine.complete(
-            [prompt], req.n, max_tokens, req, stop_token_ids=(tokenizer.end_of_turn_id, tokenizer.eos_id)
-        )
+        ids, finished = engine.complete([prompt], req.n, max_tokens, req, stop_token_ids=tuple(tokenizer.stop_ids))
         common = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": engine.name}
         choices = []
         for index, (tokens, done) in enumerate(zip(ids, finished)):

@@ -80,7 +80,7 @@ def evaluate(model: Transformer, tokenizer, tasks: list[Task], cfg: TaskQualityC
     prompts = [
         tokenizer.encode_chat([{"role": "user", "content": t.prompt}], add_generation_prompt=True)[0] for t in tasks
     ]
-    stops = (tokenizer.end_of_turn_id, tokenizer.eos_id)
+    stops = tuple(tokenizer.stop_ids)
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0, stop_token_ids=stops)
     replies: list[list[int]] = []
     for start in range(0, len(prompts), cfg.batch_size):

@@ -278,9 +278,9 @@ def _generate(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig,
 
 
 def generate_chat(model: Transformer, tokenizer, conversations: list[list[dict]], cfg: SamplingConfig) -> list[str]:
-    """Reply to each conversation: render with the generation prompt, stop at <|end|>/<|eos|>
+    """Reply to each conversation: render with the generation prompt, stop at `tokenizer.stop_ids`
     (plus any `cfg.stop_token_ids`), decode without special tokens."""
     prompts = [tokenizer.encode_chat(conversation, add_generation_prompt=True)[0] for conversation in conversations]
-    stops = tuple(sorted({*cfg.stop_token_ids, tokenizer.end_of_turn_id, tokenizer.eos_id}))
+    stops = tuple(sorted({*cfg.stop_token_ids, *tokenizer.stop_ids}))
     out = generate(model, prompts, replace(cfg, stop_token_ids=stops), pad_id=tokenizer.pad_id)
     return [tokenizer.decode(ids) for ids in out.completions]

@@ -176,3 +176,22 @@ def test_import_refuses_what_it_cannot_compute_in_one_line_naming_the_key(change
 )
 def test_import_accepts_configs_that_mean_plain_llama(change):
     assert from_hf_config({**to_hf_config(ModelConfig(name="t")), **change}) == ModelConfig(name="t")
+
+
+def test_chat_replies_stop_at_every_eos_the_checkpoint_declares(llama3_dir, monkeypatch):
+    """Llama-3 ends a reply with <|eot_id|> but declares <|end_of_text|> as an eos too: generate_chat
+    hands the decoding loop all of them."""
+    import lmforge.generate as generation
+
+    tokenizer = Tokenizer.load(llama3_dir)
+    model, _ = load_hf(llama3_dir)
+    seen = []
+
+    def capture(model, prompts, cfg, pad_id):
+        seen.append(set(cfg.stop_token_ids))
+        return generation.GenerationOutput(completions=[[] for _ in prompts], finished=[True for _ in prompts])
+
+    monkeypatch.setattr(generation, "generate", capture)
+    generation.generate_chat(model, tokenizer, [CONVERSATION[:1]], generation.SamplingConfig(max_new_tokens=2))
+    end_of_text = AutoTokenizer.from_pretrained(llama3_dir).convert_tokens_to_ids("<|end_of_text|>")
+    assert seen == [set(tokenizer.stop_ids)] and {end_of_text, tokenizer.end_of_turn_id} <= seen[0]

@@ -41,7 +41,7 @@ class LocalChatModel:
     truncated_prompts: int = 0
 
     def __post_init__(self) -> None:
-        stops = {*self.sampling.stop_token_ids, self.tokenizer.end_of_turn_id, self.tokenizer.eos_id}
+        stops = {*self.sampling.stop_token_ids, *self.tokenizer.stop_ids}
         self.sampling = replace(self.sampling, stop_token_ids=tuple(sorted(stops)))
 
     def encode(self, conversation: Conversation) -> list[int]:

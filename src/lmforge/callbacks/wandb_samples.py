@@ -107,7 +107,7 @@ class GenerationSamples(L.Callback):
                 for i, (s, t, r) in enumerate(zip(samples, texts, rewards, strict=True))
             ]
             return ["prompt", "completion", "reward", *(f"reward/{k}" for k in names)], rows
-        stops = (tokenizer.end_of_turn_id, tokenizer.eos_id)
+        stops = tuple(tokenizer.stop_ids)
         encoded = [tokenizer.encode_chat(p["messages"], add_generation_prompt=True)[0] for p in prompts]
         out = generate(module.model, encoded, replace(sampling, stop_token_ids=stops), pad_id=tokenizer.pad_id)
         texts = [tokenizer.decode(ids) for ids in out.completions]
