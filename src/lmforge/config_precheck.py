@@ -19,6 +19,7 @@ This module imports only Hydra and OmegaConf.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -31,7 +32,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from lmforge.config_paths import conf_dir
@@ -191,12 +192,46 @@ def preflight(cfg: DictConfig) -> None:
     launcher = str(OmegaConf.select(cfg, "hydra.launcher._target_", default=""))
     if not cfg.get("memory_check", True) or "Slurm" in launcher:
         return  # a cluster job runs on other machines than the one submitting it
+    if init_from and _choice(cfg, "model") == "auto":
+        cfg = with_hf_shape(cfg, Path(str(init_from)))
     try:
         check_memory_budget(
             cfg, _choice(cfg, "stage") or "pretrain", _choice(cfg, "model") or "?", _choice(cfg, "strategy")
         )
     except MemoryBudgetError as err:
         raise PreflightError(str(err)) from err
+
+
+# HF config.json key -> lmforge model key, for the shape of an HF folder before torch is loaded.
+HF_SHAPE_KEYS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "d_model",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "num_key_value_heads": "n_kv_heads",
+    "intermediate_size": "ffn_dim",
+    "tie_word_embeddings": "tie_embeddings",
+    "head_dim": "head_dim",
+    "max_position_embeddings": "max_seq_len",
+}
+
+
+def with_hf_shape(cfg: DictConfig, init_from: Path) -> DictConfig:
+    """`model=auto` from an HF folder: the composed config with the folder's shape filled in from its
+    config.json, so the memory budget is checked before the weights are read (a run dir or .ckpt
+    parent is resolved later, with torch)."""
+    config_json = init_from / "config.json"
+    if not config_json.is_file():
+        return cfg
+    try:
+        hf = json.loads(config_json.read_text())
+    except (OSError, json.JSONDecodeError):
+        return cfg  # the import itself reports the broken file, naming it
+    shape = {ours: hf[theirs] for theirs, ours in HF_SHAPE_KEYS.items() if hf.get(theirs) is not None}
+    filled = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(filled):
+        filled.model = OmegaConf.merge(filled.get("model") or {}, shape)
+    return filled
 
 
 # lmforge.training.DEFAULT_TOKENIZER_PATH: trained on first use, so it may be missing.

@@ -207,3 +207,18 @@ def test_preflight_shape_rules_match_the_model(shape):
     if expected:
         with pytest.raises(PreflightError, match=re.escape(expected)):
             preflight(compose(["model=tiny", *(f"model.{k}={v}" for k, v in shape.items())]))
+
+
+def test_preflight_reads_an_hf_folders_shape_for_model_auto(tmp_path, monkeypatch):
+    """model=auto takes its shape from init_from; for an HF folder the budget is checked from its
+    config.json before any weight is read (a Llama-2-7B config here, no weights needed)."""
+    import lmforge.memory_estimate as memory
+
+    monkeypatch.setattr(memory, "gpu_memory", lambda: [])
+    monkeypatch.setattr(memory, "available_ram", lambda: 23 * 2**30)
+    LlamaConfig().save_pretrained(tmp_path)  # transformers' defaults are Llama-2-7B's shape
+    with pytest.raises(PreflightError, match="model=auto stage=dpo needs about .*weights 25.1"):
+        preflight(compose(["model=auto", "stage=dpo", f"init_from={tmp_path}"]))
+    proc, seconds = run_cli(["stage=dpo", f"init_from={tmp_path}"])
+    assert proc.returncode == 1 and seconds < 5, (seconds, proc.stderr[-2000:])
+    assert proc.stderr.strip().startswith("error: model=auto stage=dpo needs about"), proc.stderr[-2000:]
