@@ -120,11 +120,38 @@ def build_lineage(out: Path) -> dict:
             "tokenizer_fingerprint": manifest.get("tokenizer_fingerprint"),
         }
         chain["eval_reports"][name] = str(out / "eval" / name / "report.json")
-    chain["export"] = {"path": str(out / "export"), "manifest": _json(out / "export" / "manifest.json")}
+    export_manifest = _json(out / "export" / "manifest.json")
+    chain["export"] = {
+        "path": str(out / "export"),
+        "release_gate": (export_manifest or {}).get("release_gate"),  # checked, skipped or forced, and why
+        "manifest": export_manifest,
+    }
     fingerprints = {v.get("tokenizer_fingerprint") for v in chain["checkpoints"].values()}
     fingerprints |= {chain["tokenizer"]["fingerprint"], chain["shards"]["tokenizer_fingerprint"]}
     chain["tokenizer_fingerprints_agree"] = len(fingerprints) == 1 and None not in fingerprints
     return chain
+
+
+def _task_quality_lines(result: dict | None) -> list[str]:
+    """The export judged on the held-out tasks against bf16 (serving/task_quality.py)."""
+    if not result:
+        return ["", "(no task_quality.json: the export was not judged on the task)"]
+    lines = [
+        "",
+        "On the task, against the same weights in bf16 (paired on the same held-out items):",
+        "",
+        "| export | n | accuracy | bf16 | delta [items gained/lost] | p | chat ppl (bf16) | greedy agreement | MB | within 1 point |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result.get("exports", []):
+        lines.append(
+            f"| {r.get('quant') or r['name']} | {r['n']} | {r['accuracy']:.3f} | {r['accuracy_bf16']:.3f} | "
+            f"{r['accuracy_delta']:+.3f} [{r['items_gained']}/{r['items_lost']}] | {r['p_vs_bf16']:.2g} | "
+            f"{r['chat_perplexity']:.3f} ({r['chat_perplexity_bf16']:.3f}) | {r['greedy_agreement']:.3f} | "
+            f"{(r['size_bytes'] or 0) / 1e6:.2f} | {'yes' if r['within_max_drop'] else '**NO**'} |"
+        )
+    lines += ["", f"_{result.get('note', '')}_"]
+    return lines
 
 
 def _section_funnel(out: Path, lines: list[str]) -> None:
@@ -247,6 +274,17 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
             f"- {'ok ' if check['passed'] else 'FAIL'} {check['metric']} {check['rule']} "
             f"{check['threshold']}: {_fmt(check['value'])}{parent} {check.get('reason') or ''}"
         )
+    export_gate = lineage["export"].get("release_gate") or {}
+    if export_gate.get("skipped"):
+        lines.append(f"- export: gate SKIPPED ({export_gate.get('by')}): {export_gate.get('reason')}")
+        if "would_pass" in export_gate:
+            verdict_word = "PASS" if export_gate["would_pass"] else "FAIL: " + "; ".join(export_gate["reasons"])
+            lines.append(f"  (the release policy's verdict on the final report: {verdict_word})")
+    elif export_gate.get("checked"):
+        forced = " (FORCED: " + str(export_gate.get("reason")) + ")" if export_gate.get("forced") else ""
+        lines.append(
+            f"- export: gate checked by the release policy: {'PASS' if export_gate['passed'] else 'FAIL'}{forced}"
+        )
     lines.append("")
 
     lines += ["## 6. Quantized export", ""]
@@ -260,6 +298,7 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
             lines.append("```\n" + json.dumps(quality, indent=2)[:3000] + "\n```")
     else:
         lines.append("(no quality.json)")
+    lines += _task_quality_lines(_json(out / "task_quality" / "task_quality.json"))
     if smoke:
         lines += [
             "",
@@ -287,6 +326,7 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
         "eval_metrics": {n: (e or {}).get("metrics") for n, e in evals.items()},
         "gate": verdict,
         "quantization": quality,
+        "task_quality": _json(out / "task_quality" / "task_quality.json"),
         "serve_smoke": smoke,
         "lineage_ok": lineage["tokenizer_fingerprints_agree"],
     }

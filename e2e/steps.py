@@ -23,6 +23,11 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def _quote(text: str) -> str:
+    """`text` inside a single-quoted Hydra value (one override, spaces and all)."""
+    return str(text).replace("\\", "\\\\").replace("'", "\\'")
+
+
 def build_steps(cfg: DictConfig) -> list[Step]:
     out = Path(cfg.out_dir)
     corpus, tokenizer, shards = out / "corpus", out / "tokenizer", out / "shards"
@@ -164,10 +169,29 @@ def build_steps(cfg: DictConfig) -> list[Step]:
                 f"gate_report={out / 'eval' / final}",
                 f"val_shards={shards}",
                 f"force={str(cfg.force_export).lower()}",
+                f"gate={cfg.gate}",
+                *([f"gate_reason='{_quote(cfg.gate_reason)}'"] if cfg.gate_reason else []),
             ),
             export_dir,
             parents=[f"eval_{final}"],
             description=f"torchao {cfg.quant} -> compressed-tensors",
+        )
+    )
+    # The export judged on the task, against the same weights in bf16 (serving/task_quality.py).
+    steps.append(
+        Step(
+            "task_quality",
+            _python(
+                "-m",
+                "serving.task_quality",
+                f"ckpt={out / final}",
+                f"exports=[{export_dir}]",
+                f"n={cfg.eval_tasks_n}",
+                f"out={out / 'task_quality'}",
+            ),
+            out / "task_quality",
+            parents=["export"],
+            description=f"{cfg.quant} export vs bf16 on held-out tasks",
         )
     )
     if cfg.serve_smoke:

@@ -7,13 +7,15 @@ HF dir); LoRA adapters are merged there. `quant=none` writes dense weights; the 
 with torchao and store the result in compressed-tensors layout (`serving.quantize`), or, with
 `format=torchao`, as transformers' `TorchAoConfig` serialization. `quant=all` writes one
 export per config under `out/<quant>/` plus the quality table comparing them.
-The release gate (`lmforge.eval.gate_verdict`) is checked when `gate_report` names an
-evaluation report; a failed verdict refuses the export unless `force=true`.
+The release gate refuses by default: export needs `gate_report=<eval dir>` whose report scored
+this checkpoint (content hash) and passes the release policy (`release_policy`, default
+conf/release_policy.yaml, read here: `lmforge.eval.gate.release_verdict`). `gate=skip
+gate_reason=...` exports without one and `force=true` exports despite a failed gate; both are
+recorded in the manifest's `release_gate`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -23,15 +25,18 @@ from typing import Any
 import torch
 
 from lmforge.checkpoint import LoadedModel, load_for_inference, resolve_checkpoint
+from lmforge.eval.binding import content_sha256, sha256_file
+from lmforge.eval.gate import release_verdict
+from lmforge.eval.release_policy import PolicyError
 from lmforge.formats.checkpoint_meta import read_export_manifest, write_export_manifest
 from lmforge.hf import (
     CONFIG_FILE,
-    GENERATION_CONFIG_FILE,
     _save_weights,
     export_hf,
     hf_state_dict,
     to_hf_config,
     to_hf_name,
+    write_tokenizer_files,
 )
 from lmforge.model import Transformer
 from serving.quantize import (
@@ -60,8 +65,11 @@ class ExportConfig:
     format: str = "compressed-tensors"  # or "torchao" (transformers TorchAoConfig, not loadable by SGLang)
     dtype: str = "bfloat16"  # dtype of the dense tensors (and the engine's compute dtype)
     max_shard_size: str = "5GB"  # safetensors shards past this size
-    gate_report: str | None = None  # eval report dir whose gate verdict must pass
-    force: bool = False  # export even when the gate failed
+    gate_report: str | None = None  # eval report dir (of this checkpoint) that must pass the release policy
+    gate: str = "require"  # require | skip (export without a gate report; recorded)
+    gate_reason: str | None = None  # why the gate was skipped or forced (recorded)
+    release_policy: str | None = None  # policy file; None: conf/release_policy.yaml
+    force: bool = False  # export even when the gate failed (recorded)
     report: bool = True  # measure size / perplexity / greedy agreement and save quality.{json,md}
     val_shards: str | None = None  # token shards dir for held-out perplexity (default: the memorised texts only)
     val_sequences: int = 32  # held-out sequences per domain
@@ -86,46 +94,61 @@ def parse_size(size: str | int) -> int:
     return int(text)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint_path(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (names + contents) in sorted order."""
-    if path.is_file():
-        return sha256_file(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode())
-        digest.update(sha256_file(file).encode())
-    return digest.hexdigest()
+    """sha256 of a file, or of a directory's files (names + contents): the content hash an eval
+    report is bound to (`lmforge.eval.binding.content_sha256`)."""
+    return content_sha256(path)
 
 
-def check_release_gate(gate_report: str | None, force: bool) -> dict[str, Any]:
-    """The gate's verdict as recorded in the manifest; raises GateRefusedError on a failed gate."""
-    if gate_report is None:
-        log.warning("no gate_report given: the release gate was not checked for this export")
-        return {"checked": False}
-    from lmforge.eval.gate import gate_verdict  # `lmforge.eval` does not re-export it (yet)
+GATE_MODES = ("require", "skip")
 
-    verdict = gate_verdict(gate_report)
+
+def check_release_gate(cfg: ExportConfig, checkpoint_sha256: str) -> dict[str, Any]:
+    """The gate's record for the manifest; raises GateRefusedError unless the report scored this
+    checkpoint and passes the policy, or the gate was explicitly skipped or forced."""
+    if cfg.gate not in GATE_MODES:
+        raise ValueError(f"gate={cfg.gate!r}; choose one of {GATE_MODES}")
+    reason = cfg.gate_reason or "(no gate_reason given)"
+    if cfg.gate == "skip" or (cfg.force and cfg.gate_report is None):
+        how = "gate=skip" if cfg.gate == "skip" else "force=true"
+        log.warning("release gate SKIPPED (%s): %s", how, reason)
+        record = {
+            "checked": False,
+            "skipped": True,
+            "by": how,
+            "reason": reason,
+            "checkpoint_sha256": checkpoint_sha256,
+        }
+        if cfg.gate_report is not None:  # what the gate would have said, for the record only
+            verdict, _ = release_verdict(cfg.gate_report, checkpoint_sha256, cfg.release_policy)
+            record.update(report=str(cfg.gate_report), would_pass=verdict.passed, reasons=verdict.reasons)
+        return record
+    if cfg.gate_report is None:
+        raise GateRefusedError(
+            "no gate_report: export needs the checkpoint's passing evaluation report "
+            "(gate_report=<python src/eval.py out_dir>), or gate=skip gate_reason='...' to export without one"
+        )
+    verdict, report = release_verdict(cfg.gate_report, checkpoint_sha256, cfg.release_policy)
+    binding = report.get("binding") or {}
     record = {
         "checked": True,
-        "report": str(gate_report),
+        "report": str(cfg.gate_report),
+        "checkpoint_sha256": checkpoint_sha256,
+        "report_checkpoint_sha256": binding.get("checkpoint_sha256"),
+        "suite": report.get("suite"),
+        "suite_sha256": binding.get("suite_sha256"),
+        "policy": verdict.policy,
         "passed": verdict.passed,
         "reasons": verdict.reasons,
-        "forced": bool(force and not verdict.passed),
+        "forced": bool(cfg.force and not verdict.passed),
     }
     if not verdict.passed:
-        if not force:
+        if not cfg.force:
             raise GateRefusedError(
-                f"checkpoint failed the release gate ({gate_report}): {'; '.join(verdict.reasons)}; "
-                "pass force=true to export anyway"
+                f"checkpoint failed the release gate ({cfg.gate_report}): {'; '.join(verdict.reasons)}; "
+                "pass force=true to export anyway (recorded)"
             )
+        record["reason"] = reason
         log.warning("exporting a checkpoint that FAILED the release gate (force=true): %s", verdict.reasons)
     return record
 
@@ -171,16 +194,8 @@ def write_compressed_tensors_export(
 
 
 def _write_tokenizer_files(out: Path, tokenizer) -> list[str]:
-    if tokenizer is None:
-        return []
-    generation = {
-        "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": [tokenizer.end_of_turn_id, tokenizer.eos_id],
-        "pad_token_id": tokenizer.pad_id,
-    }
-    _write_json(out / GENERATION_CONFIG_FILE, generation)
-    tokenizer.save(out)
-    return [GENERATION_CONFIG_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    # An imported (Hub) tokenizer's files and generation_config.json go out as they came in.
+    return write_tokenizer_files(out, tokenizer)
 
 
 def write_torchao_export(
@@ -255,15 +270,16 @@ def run_export(cfg: ExportConfig) -> Path:
         raise ValueError(f"quant={cfg.quant!r}; choose one of {[*QUANT_CHOICES, 'all']}")
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype={cfg.dtype!r}; choose one of {sorted(DTYPES)}")
-    gate = check_release_gate(cfg.gate_report, cfg.force)
+    # Hashed once, before loading: the gate is bound to it, and quant=all would otherwise read a
+    # (possibly multi-GB) checkpoint once per format.
+    parent = resolve_checkpoint(cfg.ckpt)
+    parent_fingerprint = fingerprint_path(parent)
+    gate = check_release_gate(cfg, parent_fingerprint)
     loaded = load_for_inference(cfg.ckpt)
     if loaded.tokenizer is None:
         log.warning("%s has no tokenizer: the export will lack tokenizer files and a chat template", cfg.ckpt)
     out = Path(cfg.out or f"artifacts/export/{loaded.model_config.name}-{cfg.quant}")
     quants = list(QUANT_CHOICES) if cfg.quant == "all" else [cfg.quant]
-    # Hashed once: quant=all would otherwise read a (possibly multi-GB) checkpoint once per format.
-    parent = resolve_checkpoint(cfg.ckpt)
-    parent_fingerprint = fingerprint_path(parent)
     exports = {}
     for quant in quants:
         target = out / quant if cfg.quant == "all" else out
@@ -297,7 +313,10 @@ def main() -> None:
     def _main(raw) -> None:
         validate_config(raw)  # `+forse=true` bypasses the schema at compose time
         cfg = ExportConfig(**OmegaConf.to_container(raw, resolve=True))
-        out = run_export(cfg)
+        try:
+            out = run_export(cfg)
+        except (GateRefusedError, PolicyError) as err:  # a refusal is an answer, not a crash: one line
+            raise SystemExit(f"serving.export: {err}") from None
         print(f"export written to {out}")
 
     _main()

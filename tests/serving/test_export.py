@@ -18,6 +18,8 @@ from serving.export import ExportConfig, GateRefusedError, run_export
 from tests.support.memorised import HELD_OUT, PROMPT_TOKENS
 
 QUANTS = ["int8wo", "w8a8", "w4a16", "fp8"]
+# These tests are about the export format; the release gate has its own (test_export_gate.py).
+NO_GATE = {"gate": "skip", "gate_reason": "format test on a fixture model"}
 # Max |logit| difference between the transformers-loaded export and the fp32 checkpoint: twice what was
 # measured on the memorised fixture (|logits| <= ~12): bf16 0.020, int8wo 0.046, w8a8 0.098,
 # w4a16 0.55, fp8 0.17.
@@ -54,7 +56,7 @@ def torchao_reference_config(quant: str):
 @pytest.fixture(scope="module")
 def exports(memorised_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("exports")
-    run_export(ExportConfig(ckpt=str(memorised_checkpoint.path), quant="all", out=str(out), report=False))
+    run_export(ExportConfig(ckpt=str(memorised_checkpoint.path), **NO_GATE, quant="all", out=str(out), report=False))
     return out
 
 
@@ -79,7 +81,12 @@ def fixture_ids(memorised_checkpoint) -> torch.Tensor:
 def test_dense_fp32_export_logits_match_transformers(memorised_checkpoint, reference_model, tmp_path):
     out = run_export(
         ExportConfig(
-            ckpt=str(memorised_checkpoint.path), quant="none", dtype="float32", out=str(tmp_path / "fp32"), report=False
+            **NO_GATE,
+            ckpt=str(memorised_checkpoint.path),
+            quant="none",
+            dtype="float32",
+            out=str(tmp_path / "fp32"),
+            report=False,
         )
     )
     ids = fixture_ids(memorised_checkpoint)
@@ -102,6 +109,7 @@ def test_dense_bf16_export_logits_within_the_bf16_error_bound(memorised_checkpoi
     """
     out = run_export(
         ExportConfig(
+            **NO_GATE,
             ckpt=str(memorised_checkpoint.path),
             quant="none",
             dtype="bfloat16",
@@ -129,7 +137,12 @@ def test_dense_bf16_export_logits_within_the_bf16_error_bound(memorised_checkpoi
 def test_sharded_export_reloads(memorised_checkpoint, reference_model, tmp_path):
     out = run_export(
         ExportConfig(
-            ckpt=str(memorised_checkpoint.path), quant="w4a16", out=str(tmp_path), max_shard_size="100KB", report=False
+            **NO_GATE,
+            ckpt=str(memorised_checkpoint.path),
+            quant="w4a16",
+            out=str(tmp_path),
+            max_shard_size="100KB",
+            report=False,
         )
     )
     index = json.loads((out / "model.safetensors.index.json").read_text())
@@ -277,19 +290,15 @@ def test_manifest_names_parent_and_fingerprints(exports, memorised_checkpoint):
     assert "chat_template" in json.loads((exports / "w4a16" / "tokenizer_config.json").read_text())
 
 
-def _write_gate_report(directory: Path, passed: bool) -> Path:
-    directory.mkdir(parents=True)
-    gate = {"passed": passed, "reasons": [] if passed else ["safety.refusal_rate 0.40 < min 0.90"], "checks": []}
-    write_report(directory, {"gate": gate})
-    return directory
-
-
 def test_failed_gate_refuses_unless_forced(memorised_checkpoint, tmp_path):
-    report = _write_gate_report(tmp_path / "report", passed=False)
+    """A report bound to nothing (the gate tests in test_export_gate.py cover each refusal)."""
+    directory = tmp_path / "report"
+    directory.mkdir()
+    write_report(directory, {"gate": {"passed": True, "reasons": [], "checks": []}})
     cfg = ExportConfig(
-        ckpt=str(memorised_checkpoint.path), out=str(tmp_path / "out"), gate_report=str(report), report=False
+        ckpt=str(memorised_checkpoint.path), out=str(tmp_path / "out"), gate_report=str(directory), report=False
     )
-    with pytest.raises(GateRefusedError, match="refusal_rate"):
+    with pytest.raises(GateRefusedError, match="bound to no checkpoint"):
         run_export(cfg)
     assert not (tmp_path / "out" / "model.safetensors").exists()
     cfg.force = True
@@ -300,7 +309,12 @@ def test_failed_gate_refuses_unless_forced(memorised_checkpoint, tmp_path):
 def test_torchao_format_reloads_in_transformers(memorised_checkpoint, reference_model, tmp_path):
     out = run_export(
         ExportConfig(
-            ckpt=str(memorised_checkpoint.path), quant="int8wo", format="torchao", out=str(tmp_path), report=False
+            **NO_GATE,
+            ckpt=str(memorised_checkpoint.path),
+            quant="int8wo",
+            format="torchao",
+            out=str(tmp_path),
+            report=False,
         )
     )
     config = json.loads((out / "config.json").read_text())
@@ -316,7 +330,12 @@ def test_torchao_format_reloads_in_transformers(memorised_checkpoint, reference_
 def test_quality_report_table(memorised_checkpoint, tmp_path):
     out = run_export(
         ExportConfig(
-            ckpt=str(memorised_checkpoint.path), quant="all", out=str(tmp_path), val_texts=HELD_OUT, probe_new_tokens=8
+            **NO_GATE,
+            ckpt=str(memorised_checkpoint.path),
+            quant="all",
+            out=str(tmp_path),
+            val_texts=HELD_OUT,
+            probe_new_tokens=8,
         )
     )
     rows = {row["quant"]: row for row in json.loads((out / "quality.json").read_text())}

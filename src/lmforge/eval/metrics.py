@@ -100,6 +100,41 @@ def sign_test_one_sided(wins: int, losses: int) -> float:
     return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
 
 
+def mean_interval(values: Sequence[float], alpha: float = 0.05) -> dict[str, float | int | list[float] | str]:
+    """A per-item metric's mean with its standard error and a two-sided 1-alpha interval.
+
+    0/1 items get the Wilson interval (honest near 0 and 1, where most refusal and pass rates
+    sit); other items (pass@k per problem, judge scores) the normal interval of the mean.
+    """
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": float("nan"), "stderr": float("nan"), "ci": [float("nan")] * 2, "interval": "none"}
+    mean = sum(values) / n
+    if all(v in (0.0, 1.0) for v in values):
+        low, high = wilson_interval(round(mean * n), n, alpha)
+        return {
+            "n": n,
+            "mean": mean,
+            "stderr": math.sqrt(mean * (1 - mean) / n),
+            "ci": [low, high],
+            "interval": "wilson",
+        }
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    stderr = math.sqrt(variance / n)
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    return {"n": n, "mean": mean, "stderr": stderr, "ci": [mean - z * stderr, mean + z * stderr], "interval": "normal"}
+
+
+def drop_p_value(reference_mean: float, reference_stderr: float, mean: float, stderr: float) -> float:
+    """One-sided p-value of "the metric fell" (reference - mean > 0), by a two-sample z test on
+    independent means (unpaired: conservative when both runs scored the same items)."""
+    drop = reference_mean - mean
+    se = math.sqrt(reference_stderr**2 + stderr**2)
+    if se == 0:
+        return 0.0 if drop > 0 else 1.0
+    return 1.0 - NormalDist().cdf(drop / se)
+
+
 @dataclass
 class PairwiseSummary:
     wins: int

@@ -47,6 +47,9 @@ def render_html(report: dict, runs: list[dict]) -> str:
         f"<h1>Evaluation of {esc(_label(report))}</h1>",
         f"<p>checkpoint: <code>{esc(str(report.get('checkpoint')))}</code> &middot; suite: {esc(str(report.get('suite')))}"
         f" &middot; {esc(str(report.get('created')))}</p>",
+        f"<p>checkpoint sha256: <code>{esc(str((report.get('binding') or {}).get('checkpoint_sha256')))}</code>"
+        f" &middot; code sandbox: {esc(str((report.get('sandbox') or {}).get('humaneval') or 'no code task'))}"
+        f" (available here: {esc(str((report.get('sandbox') or {}).get('available')))})</p>",
     ]
     gate = report.get("gate")
     if gate is not None:
@@ -67,6 +70,14 @@ def render_html(report: dict, runs: list[dict]) -> str:
                 f"<td>{values[n]:.4f}</td>" if isinstance(values.get(n), (int, float)) else "<td>-</td>" for n in names
             )
             parts.append(f"<tr><td>{esc(_label(run))}</td>{cells}</tr>")
+        stats = (report.get("stats") or {}).get(task, {})
+        cells = "".join(
+            f"<td>n={stats[n]['n']} [{stats[n]['ci'][0]:.3f}, {stats[n]['ci'][1]:.3f}]</td>"
+            if n in stats
+            else "<td>-</td>"
+            for n in names
+        )
+        parts.append(f"<tr><td>this run: items, 95% CI</td>{cells}</tr>")
         parts.append("</table>")
     parts.append("<img src='metrics.png' alt='metrics across checkpoints' style='max-width:100%'>")
     return "\n".join(parts)

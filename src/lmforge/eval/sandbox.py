@@ -1,26 +1,31 @@
 """Run untrusted generated code (HumanEval completions) in a throw-away, locked-down process.
 
-Layers of protection, strongest first (see README.md, "Code sandbox", for what was verified here):
+Layers of protection, strongest first (docs/evaluation.md, "Code sandbox", lists what each mode
+stops, with the test that shows it):
 
 1. bubblewrap (`bwrap --unshare-all`): fresh user, PID, network, IPC, UTS and cgroup
-   namespaces. The filesystem is a new root holding only a read-only /usr (the interpreter
-   and its stdlib), a private /tmp, /proc of the new PID namespace and the sample's own
-   writable work dir. Host files outside that set are not merely protected: they are absent.
-   The network namespace has no interfaces, so any connect() fails. Killing bwrap (PID 1 of
-   the namespace) kills every process the sample forked, including ones that called setsid().
-2. Unprivileged, throw-away identity: when the evaluator runs as root, each sample drops to
-   its own random uid/gid in [SANDBOX_UID_MIN, SANDBOX_UID_MAX) that owns nothing on the host,
-   so RLIMIT_NPROC is enforced (the kernel exempts root) and counts only this sample's
-   processes, file permissions apply even in the fallback modes, and concurrent samples
-   cannot signal each other.
-3. rlimits on every sample: CPU seconds, address space, process count, file size, open files,
-   no core dumps; plus a wall-clock timeout after which the whole process group is SIGKILLed.
-4. Clean environment (`PATH`, `HOME`, `LANG` only), `python -I` (no site-packages, no env
-   vars, no user site), a fresh temporary working directory deleted afterwards.
+   namespaces. The filesystem is a new, read-only root holding only a read-only /usr (the
+   interpreter and its stdlib), /proc of the new PID namespace and one size-limited tmpfs: the
+   sample's work dir, with /tmp inside it; /dev/shm is a small tmpfs of its own. Host files
+   outside that set are not merely protected: they are absent. The network namespace has no
+   interfaces, so any connect() fails. Killing bwrap (PID 1 of the namespace) kills every
+   process the sample forked, including ones that called setsid().
+2. `unshare`: user, network, PID (with its own /proc: `--mount-proc`) and mount namespaces. The
+   sample's /tmp is a size-limited tmpfs holding its work dir; /dev/shm is a small tmpfs;
+   /var/tmp, /run and the evaluator's $HOME are covered by empty read-only mounts. The sample
+   runs with no capabilities, so it cannot unmount any of that. The rest of the host filesystem
+   stays visible (read-only to a throw-away uid), which is why bwrap comes first.
+3. rlimits only: refused for untrusted code unless `allow_rlimits=true`: no namespaces, no disk
+   quota; as root, every process of the sample's throw-away uid is killed afterwards.
 
-Fallbacks when bwrap is missing or cannot create namespaces: `unshare -n` for the network
-namespace; failing that, a preamble that replaces socket creation with an error (weaker: it
-stops accidental or naive network use, not a determined attacker with ctypes).
+On every mode: when the evaluator runs as root, each sample drops to its own random uid/gid in
+[SANDBOX_UID_MIN, SANDBOX_UID_MAX) that owns nothing on the host (so RLIMIT_NPROC is enforced and
+counts only this sample's processes); rlimits (CPU seconds, address space, process count, file
+size, open files, no core dumps) and a wall-clock timeout after which the process tree is
+SIGKILLed; a clean environment (`PATH`, `HOME`, `LANG` only) and `python -I`.
+
+Memory: the tmpfs mounts are RAM, so they come out of `memory_mb`: the address-space limit is
+`memory_mb - disk_mb` and the tmpfs mounts together hold at most `disk_mb`.
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ class SandboxConfig:
     max_output_bytes: int = 64_000
     python: str = "/usr/bin/python3"
     isolation: str = "auto"  # auto | bwrap | unshare | rlimits
+    # Total writable space (work dir, /tmp, /dev/shm): tmpfs, so part of memory_mb.
+    disk_mb: int = 64
+    shm_mb: int = 4  # of disk_mb, for /dev/shm (multiprocessing's semaphores)
+    allow_rlimits: bool = False  # rlimits mode has no namespaces and no disk quota: refused unless true
     # Host paths mounted read-only inside bwrap besides /usr (e.g. a non-Debian interpreter prefix).
     read_only_paths: list[str] = field(default_factory=list)
 
@@ -84,17 +93,30 @@ class SandboxResult:
         return self.status == "passed"
 
 
-def _probe(cmd: list[str]) -> bool:
-    uid = _fresh_uid()
+class SandboxUnavailableError(RuntimeError):
+    """The requested isolation cannot run here, or is too weak for untrusted code without consent."""
+
+
+def _probe(isolation: str) -> bool:
+    uid = _fresh_uid() if os.geteuid() == 0 else None
+    workdir = Path(tempfile.mkdtemp(prefix="lmforge-probe-"))
     try:
+        (workdir / "program.py").write_text("pass\n")
+        if uid is not None:
+            for path in (workdir, workdir / "program.py"):
+                os.chown(path, uid, uid)
+        cmd = _command(isolation, SandboxConfig(), workdir, ["program.py"])
         result = subprocess.run(
             cmd,
+            cwd=workdir,
             capture_output=True,
             timeout=10,
-            preexec_fn=(lambda: _drop_privileges(uid)) if os.geteuid() == 0 else None,
+            preexec_fn=(lambda: _drop_privileges(uid)) if uid is not None else None,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     return result.returncode == 0
 
 
@@ -111,11 +133,10 @@ def _drop_privileges(uid: int) -> None:
 @functools.cache
 def available_isolation() -> str:
     """The strongest isolation that works on this machine: bwrap > unshare > rlimits."""
-    probe = SandboxConfig()
-    if shutil.which("bwrap") and _probe(_command("bwrap", probe, Path("/tmp"), ["-c", "pass"])):
+    if shutil.which("bwrap") and _probe("bwrap"):
         return "bwrap"
     # Cached: logged once per process, and every report records the mode it ran under.
-    if shutil.which("unshare") and _probe(_command("unshare", probe, Path("/tmp"), ["-c", "pass"])):
+    if shutil.which("unshare") and shutil.which("setpriv") and _probe("unshare"):
         log.warning("sandbox: bwrap unavailable or not working here; isolation=auto falls back to unshare")
         return "unshare"
     log.warning("sandbox: neither bwrap nor unshare works here; isolation=auto falls back to rlimits only")
@@ -128,7 +149,7 @@ def _limits(cfg: SandboxConfig, uid: int | None):
     def apply() -> None:
         os.setsid()  # own process group: the timeout kills the group
         resource.setrlimit(resource.RLIMIT_CPU, (cfg.cpu_s, cfg.cpu_s + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (cfg.memory_mb * mb, cfg.memory_mb * mb))
+        resource.setrlimit(resource.RLIMIT_AS, (_address_space(cfg), _address_space(cfg)))
         resource.setrlimit(resource.RLIMIT_FSIZE, (cfg.max_file_mb * mb, cfg.max_file_mb * mb))
         resource.setrlimit(resource.RLIMIT_NOFILE, (cfg.max_open_files, cfg.max_open_files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -140,6 +161,11 @@ def _limits(cfg: SandboxConfig, uid: int | None):
     return apply
 
 
+def _address_space(cfg: SandboxConfig) -> int:
+    """memory_mb less what the tmpfs mounts may hold: both are RAM."""
+    return (cfg.memory_mb - cfg.disk_mb) * 1024 * 1024
+
+
 def _prlimit_prefix(cfg: SandboxConfig) -> list[str]:
     """The same limits applied by util-linux `prlimit`, which sets them and execs the command
     (same PID). Used instead of `preexec_fn`, which is unsafe when HumanEval samples are
@@ -148,7 +174,7 @@ def _prlimit_prefix(cfg: SandboxConfig) -> list[str]:
     return [
         "prlimit",
         f"--cpu={cfg.cpu_s}:{cfg.cpu_s + 1}",
-        f"--as={cfg.memory_mb * mb}",
+        f"--as={_address_space(cfg)}",
         f"--fsize={cfg.max_file_mb * mb}",
         f"--nofile={cfg.max_open_files}",
         "--core=0",
@@ -157,53 +183,62 @@ def _prlimit_prefix(cfg: SandboxConfig) -> list[str]:
     ]
 
 
+# Runs inside unshare's namespaces as root of the new user namespace, then execs the sample with
+# no capabilities left (so it cannot unmount what hides the host). $1 work dir, $2 /tmp size (MiB),
+# $3 /dev/shm size (MiB), $4 the evaluator's home; the rest is the command.
+UNSHARE_SETUP = r"""set -e
+work=$1; tmp_mb=$2; shm_mb=$3; home=$4; shift 4
+cd "$work"  # the cwd keeps the host work dir reachable after /tmp is covered
+mount -t tmpfs -o "size=${tmp_mb}m,mode=1777" lmforge-tmp /tmp
+mkdir /tmp/work
+cp -p ./* /tmp/work/
+if [ -d "$work" ]; then mount --bind /tmp/work "$work"; fi
+mount -t tmpfs -o "size=${shm_mb}m,mode=1777" lmforge-shm /dev/shm
+for dir in /var/tmp /run "$home"; do
+  if [ -d "$dir" ] && [ "$dir" != / ]; then mount -t tmpfs -o ro,size=4k,mode=0555 lmforge-hidden "$dir"; fi
+done
+cd /tmp/work
+exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "$@"
+"""
+
+
+def _bwrap_root_links() -> list[str]:
+    args = []
+    for link in ("bin", "lib", "lib64", "sbin"):
+        if Path(f"/{link}").is_symlink():
+            args += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
+        elif Path(f"/{link}").is_dir():
+            args += ["--ro-bind", f"/{link}", f"/{link}"]
+    return args
+
+
 def _command(isolation: str, cfg: SandboxConfig, workdir: Path, args: list[str] | None = None) -> list[str]:
+    """The command line of `python -I <args>` under `isolation`; the files now in `workdir` are
+    what the sample gets (read-only under bwrap, copied under unshare)."""
     python = [cfg.python, "-I", *(args or ["program.py"])]
+    mib = 1024 * 1024
+    work_mb = cfg.disk_mb - cfg.shm_mb
     if isolation == "bwrap":
-        cmd = [
-            "bwrap",
-            "--unshare-all",
-            "--die-with-parent",
-            "--new-session",
-            "--cap-drop",
-            "ALL",
-            "--ro-bind",
-            "/usr",
-            "/usr",
-        ]
-        for link in ("bin", "lib", "lib64", "sbin"):
-            if Path(f"/{link}").is_symlink():
-                cmd += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
-            elif Path(f"/{link}").is_dir():
-                cmd += ["--ro-bind", f"/{link}", f"/{link}"]
+        cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        cmd += ["--ro-bind", "/usr", "/usr", *_bwrap_root_links()]
         for path in cfg.read_only_paths:
             cmd += ["--ro-bind", path, path]
-        cmd += [
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
-            "--bind",
-            str(workdir),
-            "/sandbox",
-            "--chdir",
-            "/sandbox",
-            "--clearenv",
-            "--setenv",
-            "PATH",
-            "/usr/bin:/bin",
-            "--setenv",
-            "HOME",
-            "/sandbox",
-            "--setenv",
-            "LANG",
-            "C.UTF-8",
-        ]
+        cmd += ["--proc", "/proc", "--dev", "/dev"]
+        # One quota for the work dir and /tmp; /dev/shm its own small one; nothing else writable.
+        cmd += ["--size", str(work_mb * mib), "--tmpfs", "/sandbox", "--dir", "/sandbox/tmp"]
+        cmd += ["--symlink", "/sandbox/tmp", "/tmp"]
+        cmd += ["--size", str(cfg.shm_mb * mib), "--tmpfs", "/dev/shm"]
+        for file in sorted(p.name for p in workdir.iterdir() if p.is_file()):
+            cmd += ["--ro-bind", str(workdir / file), f"/sandbox/{file}"]
+        cmd += ["--remount-ro", "/dev", "--remount-ro", "/"]
+        cmd += ["--chdir", "/sandbox", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin"]
+        cmd += ["--setenv", "HOME", "/sandbox", "--setenv", "LANG", "C.UTF-8"]
         return cmd + python
     if isolation == "unshare":
-        return ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", *python]
+        cmd = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child"]
+        cmd += ["--mount-proc", "--propagation", "private"]
+        home = os.path.expanduser("~")
+        return cmd + ["/bin/sh", "-c", UNSHARE_SETUP, "sh", str(workdir), str(work_mb), str(cfg.shm_mb), home, *python]
     return python
 
 
@@ -211,7 +246,8 @@ def _spawn(
     cfg: SandboxConfig, isolation: str, uid: int | None, workdir: Path, args: list[str], stdin, stdout, stderr
 ) -> subprocess.Popen:
     """Start `python -I <args>` in `workdir` under `isolation`, the rlimits and (as root) `uid`."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"}
+    home = {"bwrap": "/sandbox", "unshare": "/tmp/work"}.get(isolation, str(workdir))
+    env = {"PATH": "/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8"}
     command = _command(isolation, cfg, workdir, args)
     if shutil.which("prlimit"):
         # Popen switches to the fresh uid before exec, so prlimit's --nproc counts that uid.
@@ -239,8 +275,32 @@ def _spawn(
     )
 
 
+MODES = ("bwrap", "unshare", "rlimits")
+
+
+@functools.cache
+def _announce(isolation: str) -> None:
+    log.info("sandbox: untrusted code runs under isolation=%s", isolation)
+
+
 def resolve_isolation(cfg: SandboxConfig) -> str:
-    return available_isolation() if cfg.isolation == "auto" else cfg.isolation
+    """The mode `cfg` runs under (logged once per mode); rlimits only with `allow_rlimits`."""
+    if cfg.isolation not in ("auto", *MODES):
+        raise ValueError(f"sandbox isolation={cfg.isolation!r}; choose auto or one of {MODES}")
+    if not 0 < cfg.shm_mb < cfg.disk_mb or cfg.memory_mb - cfg.disk_mb < 64:
+        raise ValueError(
+            f"sandbox disk_mb={cfg.disk_mb}, shm_mb={cfg.shm_mb}, memory_mb={cfg.memory_mb}: need "
+            "0 < shm_mb < disk_mb and at least 64 MB of memory_mb left beside disk_mb (tmpfs is RAM)"
+        )
+    isolation = available_isolation() if cfg.isolation == "auto" else cfg.isolation
+    if isolation == "rlimits" and not cfg.allow_rlimits:
+        raise SandboxUnavailableError(
+            "sandbox: only rlimits isolation is available (or requested), which lets untrusted code see host "
+            "processes, keep daemons alive and fill the disk; install bubblewrap, or set allow_rlimits=true "
+            "to accept that"
+        )
+    _announce(isolation)
+    return isolation
 
 
 def run_python(code: str, cfg: SandboxConfig | None = None) -> SandboxResult:
@@ -271,6 +331,8 @@ def run_python(code: str, cfg: SandboxConfig | None = None) -> SandboxResult:
                 _kill_group(proc, isolation != "rlimits")
             # Forked children that outlive the main program share its group: reap them too.
             _kill_group(proc, isolation != "rlimits")
+            if uid is not None:
+                _kill_uid(uid)  # setsid() daemons left the group, not the throw-away uid
         duration = time.monotonic() - start
         stdout = _read_capped(stdout_path, cfg.max_output_bytes)
         stderr = _read_capped(stderr_path, cfg.max_output_bytes)
@@ -321,6 +383,29 @@ def _kill_group(proc: subprocess.Popen, pid_namespace: bool) -> None:
             break
         time.sleep(0.01)
     proc.wait()
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of a throw-away sandbox uid until none is left (fork races)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and entry.stat().st_uid == uid:
+                    state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    if state not in ("Z", "X"):
+                        pids.append(int(entry.name))
+            except OSError:
+                continue
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)
 
 
 def _live_group_members(pgid: int) -> list[int]:
@@ -458,6 +543,8 @@ def check_completion(problem: dict, completion: str, cfg: SandboxConfig | None =
                 timed_out = True
             _kill_group(trusted, False)
             _kill_group(untrusted, isolation != "rlimits")
+            if uid is not None:
+                _kill_uid(uid)
         duration = time.monotonic() - start
         os.set_blocking(ver_r, False)
         try:

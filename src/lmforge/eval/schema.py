@@ -57,14 +57,14 @@ def task_options(module: ModuleType, options: dict | None) -> dict:
 
 @dataclass
 class GateConfig:
-    """Release-gate thresholds (conf/eval/gate.yaml, read by `lmforge.eval.gate.evaluate_gate`)."""
+    """Where the release gate's thresholds come from (conf/eval/gate.yaml): the release policy file,
+    not this node. Evaluation records its verdict for reading; export decides again from the
+    policy file it reads itself (`lmforge.eval.gate.release_verdict`)."""
 
     enabled: bool = True
-    parent_report: str | None = None
-    require_parent: bool = False
-    max_drop: dict[str, float] = field(default_factory=dict)
-    min: dict[str, float] = field(default_factory=dict)
-    max: dict[str, float] = field(default_factory=dict)
+    policy: str | None = None  # release policy file; None: conf/release_policy.yaml
+    parent_report: str | None = None  # or the top-level parent_report=<dir>
+    baseline_report: str | None = None  # or the top-level baseline_report=<dir> (a named base model)
 
 
 @dataclass

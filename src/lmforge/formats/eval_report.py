@@ -1,6 +1,12 @@
 """An evaluation's `report.json`: metrics per task, the checkpoint it scored, and the release
 gate's verdict. Written by `python src/eval.py`; read by the next evaluation (as the parent
 report) and by the export's release gate.
+
+Keys the gate decides on (`lmforge.eval.gate`): `metrics` {task: {metric: value}}, `stats`
+{task: {metric: {n, mean, stderr, ci, interval}}}, `lineage` [{path, stage}] root first,
+`comparisons` {parent, baseline} (summaries of those reports), `binding` {checkpoint_sha256,
+suite_sha256, policy_sha256, digest, ...}; `sandbox` records the code sandbox's isolation.
+Reports from before these keys read fine and fail the export's gate (they are bound to nothing).
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ def problems(benchmarks):
 
 
 def _cfg(mode: str) -> SandboxConfig:
-    return SandboxConfig(timeout_s=10, cpu_s=10, isolation=mode)
+    return SandboxConfig(timeout_s=10, cpu_s=10, isolation=mode, allow_rlimits=mode == "rlimits")
 
 
 @pytest.mark.slow
@@ -302,7 +302,7 @@ def test_encoder_refuses_custom_objects_and_reduces_subclasses():
 def test_hanging_candidate_times_out_and_leaves_nothing(problems, mode):
     from tests.lmforge.eval.test_sandbox import _sandbox_processes
 
-    cfg = SandboxConfig(timeout_s=2, cpu_s=60, isolation=mode)
+    cfg = SandboxConfig(timeout_s=2, cpu_s=60, isolation=mode, allow_rlimits=mode == "rlimits")
     hang = "    import os\n    os.fork()\n    while True:\n        pass\n"
     [[result]] = check_all(problems[:1], [[hang]], cfg, workers=1)
     assert result.status == "timeout" and not result.passed and result.duration_s < 10

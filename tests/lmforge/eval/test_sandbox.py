@@ -32,7 +32,8 @@ def planted(tmp_path: Path) -> Path:
 
 
 def _cfg(mode: str, **kw) -> SandboxConfig:
-    return SandboxConfig(isolation=mode, **{"timeout_s": 2.5, "cpu_s": 2, **kw})
+    # rlimits is refused for untrusted code by default (test_sandbox_attacks.py); these tests opt in.
+    return SandboxConfig(isolation=mode, **{"timeout_s": 2.5, "cpu_s": 2, "allow_rlimits": mode == "rlimits", **kw})
 
 
 def _sandbox_processes() -> list[int]:
