@@ -115,15 +115,23 @@ def _is_input(path: Path) -> bool:
     return path.is_file() and path.name.endswith(JSONL_SUFFIXES + TEXT_SUFFIXES)
 
 
+# Sub-directories that are never a domain: curation writes the records it set aside, with their
+# reasons, to <output>/rejects/, and they must not be trained on.
+NOT_A_DOMAIN = frozenset({"rejects"})
+
+
 def discover_inputs(corpus: Path, default_domain: str = "text") -> dict[str, list[Path]]:
     """Input files per domain, in name order: each sub-directory is a domain (searched
-    recursively); top-level files, or `corpus` itself when it is a file, are `default_domain`."""
+    recursively) unless it is hidden or in NOT_A_DOMAIN; top-level files, or `corpus` itself
+    when it is a file, are `default_domain`."""
     if corpus.is_file():
         return {default_domain: [corpus]} if _is_input(corpus) else {}
     if not corpus.is_dir():
         raise FileNotFoundError(f"corpus {corpus} does not exist (expected a dir of <domain>/part-*.jsonl.gz)")
     found: dict[str, list[Path]] = {}
     for sub in sorted(p for p in corpus.iterdir() if p.is_dir()):
+        if sub.name in NOT_A_DOMAIN or sub.name.startswith("."):
+            continue
         files = sorted(f for f in sub.rglob("*") if _is_input(f))
         if files:
             found[sub.name] = files

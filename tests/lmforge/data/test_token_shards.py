@@ -99,10 +99,13 @@ def test_plain_text_and_jsonl_inputs_and_corrupt_bytes(words_tokenizer_dir, shar
     lines = "".join(json.dumps({"id": str(i), "text": f"iota kappa {i}"}) + "\n" for i in range(300))
     truncated = gzip.compress(lines.encode())[:-40]  # a copy cut short: the lines before the cut count
     (shard_corpus / "notes" / "cut.jsonl.gz").write_bytes(truncated)
+    # Curation writes the records it set aside beside the domains; they are never trained on.
+    (shard_corpus / "rejects").mkdir()
+    (shard_corpus / "rejects" / "crawl.jsonl").write_text(json.dumps({"id": "x", "text": "spam", "reason": "r"}) + "\n")
     manifest = write_shards(
         shard_config(shard_corpus, words_tokenizer_dir, tmp_path / "out", seq_len=4, val_fraction=0.0)
     )
-    assert sorted(manifest["domains"]) == ["notes", "text"]  # top-level files form `default_domain`
+    assert sorted(manifest["domains"]) == ["notes", "text"]  # top-level files form `default_domain`; no rejects
     assert manifest["domains"]["text"]["train"]["documents"] == 1
     assert manifest["empty_documents"] == 1
     assert manifest["corrupt_records"]["by_reason"] == {
