@@ -44,6 +44,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TORCHAO_NO_KERNEL_WARNINGS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Libraries write os.environ as a side effect (Lightning's SLURMEnvironment sets MASTER_ADDR, Ray
+# its RAY_* keys, in-process fits PL_GLOBAL_SEED), and every later subprocess inherits it: a
+# leaked MASTER_ADDR made the two-process DDP test wait for a host that does not exist.
+_LEAK_PRONE = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
+
+
+@pytest.fixture(autouse=True)
+def _environment_does_not_leak_between_tests():
+    before = dict(os.environ)
+    yield
+    added = set(os.environ) - set(before)
+    os.environ.clear()
+    os.environ.update(before)
+    leaked = sorted(k for k in added if k in _LEAK_PRONE)
+    assert not leaked, f"the test left {leaked} in os.environ; set them with monkeypatch"
+
+
 # As conf/eval.yaml resolves it: $LMFORGE_BENCHMARKS, else ../shared/benchmarks beside the clone.
 BENCHMARKS = Path(os.environ.get("LMFORGE_BENCHMARKS") or REPO.parent / "shared" / "benchmarks").resolve()
 

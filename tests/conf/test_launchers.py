@@ -156,6 +156,11 @@ def test_slurm_launcher_writes_a_multi_node_fsdp_sbatch_script(fake_slurm, tmp_p
         "SLURM_NODEID": 1,
     }.items():
         monkeypatch.setenv(key, str(value))
+    # Reading main_address/main_port writes MASTER_ADDR/MASTER_PORT into os.environ: registered
+    # here so monkeypatch removes them again (a leaked MASTER_ADDR=gpu-017 hangs later DDP runs).
+    for key in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     assert SLURMEnvironment.detect()
     slurm = SLURMEnvironment()
     assert (slurm.world_size(), slurm.global_rank(), slurm.local_rank(), slurm.node_rank()) == (16, 11, 3, 1)

@@ -31,14 +31,19 @@ def run_train(
         OMP_NUM_THREADS="1",
         HYDRA_FULL_ERROR="1" if full_error else "0",
     )
-    proc = subprocess.run(
-        [sys.executable, str(TRAIN_SCRIPT), *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(TRAIN_SCRIPT), *overrides],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as err:  # show where it stalled, not just that it did
+        tail = err.stderr or b""
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        raise AssertionError(f"train.py ran past {timeout} s; last stderr:\n{tail[-4000:]}") from None
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
