@@ -7,6 +7,7 @@ code path) and writes the report under runs/eval/. Everything else lives in lmfo
 from __future__ import annotations
 
 import logging
+import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -14,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from lmforge.callbacks.wandb_lineage import group_with_training_run
 from lmforge.config_paths import conf_dir
 from lmforge.config_schema import validate_config
-from lmforge.eval.runner import run_suite
+from lmforge.eval.release_policy import PolicyError
+from lmforge.eval.runner import EvalInputError, run_suite
 from lmforge.eval.schema import register_configs
 
 log = logging.getLogger("lmforge.eval")
@@ -26,7 +28,10 @@ register_configs()  # the `eval` node's schema must be in the ConfigStore before
 def main(cfg: DictConfig) -> None:
     validate_config(cfg)  # `+eval.gate.typo=1` bypasses the schema at compose time
     group_with_training_run(cfg.get("ckpt"))
-    report = run_suite(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        report = run_suite(OmegaConf.to_container(cfg, resolve=True))
+    except (EvalInputError, PolicyError) as err:  # the user's input, not a bug: one line
+        sys.exit(f"error: {err}")
     for task, metrics in report["metrics"].items():
         print(f"{task:>10}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     gate = report["gate"]

@@ -61,6 +61,11 @@ def task_data_paths(suite: dict, benchmarks_root: Path) -> dict[str, Path]:
     return paths
 
 
+class EvalInputError(ValueError):
+    """A mistake in what the user asked for (a wrong or missing report to compare with), found
+    before the model loads: the CLI prints it as one line."""
+
+
 def load_model(cfg: dict, benchmarks_root: Path) -> EvalModel:
     if cfg.get("ckpt"):
         return load_checkpoint(cfg["ckpt"], device=cfg.get("device", "cpu"))
@@ -72,6 +77,13 @@ def load_model(cfg: dict, benchmarks_root: Path) -> EvalModel:
     return random_model(cfg["smoke_model"], tokenizer, seed=cfg.get("seed", 0), device=cfg.get("device", "cpu"))
 
 
+def _read_named_report(key: str, where: str) -> dict:
+    try:
+        return read_report(where)
+    except FileNotFoundError as err:
+        raise EvalInputError(f"{key}={where}: {err}") from err
+
+
 def _comparisons(cfg: dict, gate_cfg: dict, lineage: list[dict]) -> dict:
     """The parent's and the baseline's report summaries, checked against the lineage first, so a
     wrong `parent_report` is one clear error before the model loads."""
@@ -80,17 +92,17 @@ def _comparisons(cfg: dict, gate_cfg: dict, lineage: list[dict]) -> dict:
     parent = baseline = None
     if parent_dir:
         if len(lineage) < 2:
-            raise ValueError(
+            raise EvalInputError(
                 f"parent_report={parent_dir} given, but ckpt={cfg.get('ckpt')} records no parent checkpoint; "
                 "compare with a base model through baseline_report=<dir>"
             )
-        parent_report = read_report(parent_dir)
+        parent_report = _read_named_report("parent_report", parent_dir)
         expected = lineage[-2]
         bound = (parent_report.get("binding") or {}).get("checkpoint_sha256")
         if not expected.get("missing"):
             actual = content_sha256(expected["path"])
             if bound != actual:
-                raise ValueError(
+                raise EvalInputError(
                     f"parent_report={parent_dir} scored checkpoint sha256 {str(bound)[:12]}..., but the parent of "
                     f"ckpt={cfg.get('ckpt')} is {expected['path']} (sha256 {actual[:12]}...)"
                 )
@@ -102,7 +114,7 @@ def _comparisons(cfg: dict, gate_cfg: dict, lineage: list[dict]) -> dict:
         elif len(parent_report.get("lineage") or []) <= 1:
             baseline = parent
     if baseline_dir:
-        baseline = report_summary(read_report(baseline_dir), baseline_dir, named=True)
+        baseline = report_summary(_read_named_report("baseline_report", baseline_dir), baseline_dir, named=True)
     return {"parent": parent, "baseline": baseline}
 
 

@@ -11,7 +11,8 @@ from lmforge.stages.base import BaseStage
 
 class SFTStage(BaseStage):
     """Batch (`lmforge.data.chat`): `input_ids` [B, T], shifted `labels` [B, T] with -100 on
-    prompt and padding, and for packed rows `position_ids` [B, T] + `attn_mask` [B, 1, T, T]."""
+    prompt and padding, and for packed rows `position_ids` [B, T] + `attn_mask` [B, T] holding
+    document ids (the model attends block-diagonally from them; no dense [B, 1, T, T] mask)."""
 
     stage_name = "sft"
     loss_is_token_nll = True
