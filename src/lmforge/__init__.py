@@ -1,0 +1,3 @@
+from lmforge import third_party_noise
+
+third_party_noise.install()
