@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from data_pipeline.config import register_configs
 from data_pipeline.pipeline import run_pipeline
 from lmforge.config_paths import conf_dir
+from lmforge.config_precheck import register_help_resolver
 
 register_configs()
 
@@ -26,4 +27,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_help_resolver()  # `--help` lists only the groups this config composes
     main()

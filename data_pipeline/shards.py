@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmforge.config_paths import conf_dir
+from lmforge.config_precheck import register_help_resolver
 from lmforge.data.shard_writer import ShardConfig, summarize, write_shards
 
 
@@ -17,6 +18,8 @@ def cli() -> None:
     from omegaconf import OmegaConf
 
     ConfigStore.instance().store(name="shards_schema", node=ShardConfig)
+
+    register_help_resolver()  # `--help` lists only the groups this config composes
 
     # An absolute path: relative ones resolve against the calling module's package, which
     # differs between `python -m data_pipeline.shards` and an import.

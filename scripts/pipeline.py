@@ -25,6 +25,7 @@ from e2e.report import build_report  # noqa: E402
 from e2e.runner import StepFailed, run_steps  # noqa: E402
 from e2e.steps import build_steps  # noqa: E402
 from lmforge.config_paths import conf_dir  # noqa: E402
+from lmforge.config_precheck import register_help_resolver  # noqa: E402
 from lmforge.eval.runner import task_data_paths  # noqa: E402
 
 log = logging.getLogger("pipeline")
@@ -73,4 +74,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_help_resolver()  # `--help` lists only the groups this config composes
     main()

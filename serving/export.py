@@ -12,13 +12,17 @@ this checkpoint (content hash) and passes the release policy (`release_policy`, 
 conf/release_policy.yaml, read here: `lmforge.eval.gate.release_verdict`). `gate=skip
 gate_reason=...` exports without one and `force=true` exports despite a failed gate; both are
 recorded in the manifest's `release_gate`.
+`wandb.enabled=true` logs each export dir as a W&B `export` artifact (file:// references) whose
+metadata names the checkpoint's `model` artifact, the quant, format, size and gate verdict; the
+run's `wandb/` dir goes beside the export (`<out>/../wandb`), never into it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,14 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 @dataclass
+class ExportWandbConfig:
+    enabled: bool = False  # log each export dir as a W&B `export` artifact
+    project: str = "lmforge"
+    mode: str = "offline"  # offline | online | disabled
+    name: str | None = None  # run name (default: W&B's)
+
+
+@dataclass
 class ExportConfig:
     ckpt: str | None = None  # .ckpt, run dir or HF dir (required)
     out: str | None = None  # default: artifacts/export/<model name>-<quant>
@@ -77,6 +89,11 @@ class ExportConfig:
     probe_texts: list[str] = field(default_factory=list)  # prompts+continuations for greedy agreement
     probe_new_tokens: int = 16
     seed: int = 0
+    wandb: ExportWandbConfig = field(default_factory=ExportWandbConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.wandb, Mapping):  # ExportConfig(**OmegaConf.to_container(...))
+            self.wandb = ExportWandbConfig(**self.wandb)
 
 
 class GateRefusedError(RuntimeError):
@@ -290,7 +307,65 @@ def run_export(cfg: ExportConfig) -> Path:
         probe = QualityProbe.from_config(cfg, loaded)
         rows = quality_report(loaded, exports, probe, dense_dtype=DTYPES[cfg.dtype])
         print(write_quality_report(rows, out))
+    if cfg.wandb.enabled:
+        log_wandb(cfg, exports, gate, out)
     return out
+
+
+def gate_summary(gate: dict) -> str:
+    """The release-gate record in one word: passed | forced (failed, exported with force=true) | skipped."""
+    if gate.get("skipped"):
+        return "skipped"
+    return "passed" if gate.get("passed") else "forced"
+
+
+def log_wandb(cfg: ExportConfig, exports: dict[str, Path], gate: dict, out: Path) -> list[str]:
+    """One W&B run (job type `export`, in the group of the run that trained `cfg.ckpt`) logging
+    each export dir as an `export` artifact; returns the artifact names."""
+    import os
+
+    import wandb
+
+    from lmforge.callbacks.wandb_lineage import (
+        GROUP_ENV,
+        artifact_name,
+        checkpoint_artifact,
+        directory_files,
+        log_reference_artifact,
+        training_run_of,
+    )
+
+    wandb_dir = Path(out).resolve().parent  # beside the export: its files are what an eval report hashes
+    run = wandb.init(
+        project=cfg.wandb.project,
+        mode=cfg.wandb.mode,
+        dir=str(wandb_dir),
+        job_type="export",
+        name=cfg.wandb.name,
+        group=os.environ.get(GROUP_ENV) or training_run_of(cfg.ckpt).get("group"),
+        config=asdict(cfg),
+    )
+    parent = checkpoint_artifact(cfg.ckpt)
+    names = []
+    for quant, directory in exports.items():
+        manifest = read_export_manifest(directory)
+        files = directory_files(directory)
+        metadata = {
+            "quant": quant,
+            "format": manifest.get("format"),
+            "dtype": manifest.get("dtype"),
+            "size_bytes": sum(path.stat().st_size for path in files.values()),
+            "parent_checkpoint": manifest.get("parent"),
+            "parent_fingerprint": manifest.get("parent_fingerprint"),
+            "parent_artifact": parent,
+            "gate_verdict": gate_summary(gate),
+            "release_gate": gate,
+            "export_dir": str(Path(directory).resolve()),
+        }
+        name = artifact_name(f"export-{quant}", run.id)
+        names.append(log_reference_artifact(run, name, "export", files, metadata, aliases=["latest", quant]))
+    run.finish()
+    return names
 
 
 def register_configs() -> None:
@@ -305,9 +380,11 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from lmforge.config_paths import conf_dir
+    from lmforge.config_precheck import register_help_resolver
     from lmforge.config_schema import validate_config
 
     register_configs()
+    register_help_resolver()  # `--help` lists only the groups conf/export.yaml composes
 
     @hydra.main(config_path=str(conf_dir()), config_name="export", version_base="1.3")
     def _main(raw) -> None:

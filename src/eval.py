@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmforge.callbacks.wandb_lineage import group_with_training_run
 from lmforge.config_paths import conf_dir
+from lmforge.config_precheck import register_help_resolver
 from lmforge.config_schema import validate_config
 from lmforge.eval.release_policy import PolicyError
 from lmforge.eval.runner import EvalInputError, run_suite
@@ -41,4 +42,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_help_resolver()  # `--help` lists only the groups this config composes
     main()

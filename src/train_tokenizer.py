@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lmforge.config_paths import conf_dir
+from lmforge.config_precheck import register_help_resolver
 from lmforge.data.tokenizer_job import TokenizerJobConfig, run_tokenizer_job
 
 
@@ -29,4 +30,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_help_resolver()  # `--help` lists only the groups this config composes
     main()

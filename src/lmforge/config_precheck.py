@@ -69,23 +69,24 @@ def schema_standins() -> Iterator[None]:
             store.repo["schema"] = saved
 
 
-HELP_RESOLVER = "lmforge.train_groups"
+HELP_RESOLVER = "lmforge.config_groups"  # used by conf/hydra/help/lmforge.yaml
 
 
-def train_groups(choices: DictConfig) -> str:
+def composed_groups(choices: DictConfig) -> str:
     """`group: option, ...` for each config group the composed config chose from, for `--help`
-    (conf/hydra/default.yaml). Hydra's `$APP_CONFIG_GROUPS` lists every directory under conf/,
-    other entry points' groups (eval/, pipeline/) and the schema stores included."""
+    of every entry point (conf/hydra/help/lmforge.yaml). Hydra's `$APP_CONFIG_GROUPS` lists every
+    directory under conf/, other entry points' groups and the schema stores included."""
     lines = []
     for group in sorted(choices):
         if group.startswith(("hydra", "schema")) or "@" in group or not (conf_dir() / group).is_dir():
             continue
         lines.append(f"{group}: {', '.join(sorted(p.stem for p in (conf_dir() / group).glob('*.yaml')))}")
-    return "\n".join(lines)
+    return "\n".join(lines) or "(none; this command is configured by the keys below)"
 
 
 def register_help_resolver() -> None:
-    OmegaConf.register_new_resolver(HELP_RESOLVER, train_groups, replace=True)
+    """Every entry point calls this before `@hydra.main` runs, so its `--help` can resolve."""
+    OmegaConf.register_new_resolver(HELP_RESOLVER, composed_groups, replace=True)
 
 
 def _first_of_each_sweep(overrides: Sequence[str]) -> list[str]:

@@ -1,7 +1,8 @@
 """What a training job leaves in its offline W&B run, read back from the transaction log as
 `wandb sync` would upload it: group / job type / name, the full config with git commit and
 tokenizer and data fingerprints, sample-generation tables, and the checkpoint as a `model`
-artifact naming its parent's (SFT -> DPO)."""
+artifact naming its parent's (SFT -> DPO); an eval report (`eval-report`) and an export (`export`)
+of a checkpoint as artifacts naming its `model` artifact."""
 
 from __future__ import annotations
 
@@ -233,3 +234,84 @@ def test_run_identity_groups_a_sweep_and_names_jobs_by_their_overrides(monkeypat
     assert run_identity("sft", Path("r"), [], None)["group"] == "pipeline-7"
     long = run_identity("sft", Path("r"), [f"model.d_model={i}" for i in range(40)], None)["name"]
     assert len(long) == 120 and long.endswith("...")
+
+
+# ----- eval reports and exports as artifacts naming their checkpoint's `model` artifact -----
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, task_tokenizer_dir) -> dict:
+    """A 4-step SFT run logged to W&B offline: its manifest names its `model` artifact."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lmforge.training import fit_from_config
+    from tests.support.compose import compose_job
+
+    torch_shape = dict(vocab_size=512, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=128)
+    run_dir = tmp_path_factory.mktemp("artifact_lineage") / "sft"
+    overrides = ["stage=sft", *COMMON, f"tokenizer.path={task_tokenizer_dir}", *shape(torch_shape)]
+    try:
+        manifest = fit_from_config(compose_job(overrides, run_dir))
+    finally:
+        GlobalHydra.instance().clear()
+    OfflineRun(run_dir)  # the training run's log is complete before another run starts
+    assert manifest["wandb"]["artifact"] == f"sft-{manifest['wandb']['run_id']}"
+    return manifest
+
+
+def _artifacts(run_dir: Path, kind: str) -> list:
+    return [a for a in OfflineRun(run_dir).of_kind("artifact") if a.type == kind]
+
+
+def test_eval_report_is_an_artifact_naming_the_checkpoint_artifact(sft_run, tmp_path):
+    """`run_suite` with `wandb.enabled=true` (what src/eval.py runs) on the trained checkpoint."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from lmforge.config_paths import conf_dir
+    from lmforge.eval.runner import run_suite
+    from lmforge.eval.schema import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="eval", overrides=["wandb.enabled=true"]), resolve=False)
+    out_dir = tmp_path / "eval"
+    cfg.update(ckpt=sft_run["last_checkpoint"], out_dir=str(out_dir), cache_path=None, benchmarks_root=str(tmp_path))
+    cfg["eval"]["tasks"] = {"safety": {"limit": 2, "max_new_tokens": 4}}  # packaged prompts: no benchmark files
+    report = run_suite(cfg)
+
+    (artifact,) = _artifacts(out_dir, "eval-report")
+    metadata = json.loads(artifact.metadata)
+    assert metadata["parent_artifact"] == sft_run["wandb"]["artifact"]  # the lineage edge, offline
+    assert metadata["parent_checkpoint"] == sft_run["last_checkpoint"]
+    assert metadata["checkpoint_sha256"] == report["binding"]["checkpoint_sha256"]
+    assert metadata["suite_sha256"] == report["binding"]["suite_sha256"] and metadata["suite"] == "quick"
+    refs = {entry.path: entry.ref for entry in artifact.manifest.contents}
+    assert refs["report.json"] == (out_dir / "report.json").resolve().as_uri()  # a reference, not a copy
+    assert {"summary.html", "metrics.png", "samples/safety.jsonl"} <= set(refs)
+    assert not any(path.startswith(("wandb/", ".hydra")) for path in refs)
+
+
+def test_export_is_an_artifact_naming_the_checkpoint_artifact(sft_run, tmp_path):
+    from lmforge.callbacks.wandb_lineage import checkpoint_artifact
+    from lmforge.checkpoint import resolve_checkpoint
+    from serving.export import ExportConfig, run_export
+
+    cfg = dict(ckpt=sft_run["run_dir"], out=str(tmp_path / "export"), report=False, gate="skip", gate_reason="test")
+    out = run_export(ExportConfig(**cfg, wandb={"enabled": True, "mode": "offline"}))
+    assert not (out / "wandb").exists()  # the run's files stay out of the export (its content hash)
+
+    (artifact,) = _artifacts(tmp_path, "export")
+    metadata = json.loads(artifact.metadata)
+    assert metadata["parent_artifact"] == sft_run["wandb"]["artifact"]
+    assert metadata["parent_checkpoint"] == str(resolve_checkpoint(sft_run["run_dir"]))
+    assert (metadata["quant"], metadata["format"], metadata["gate_verdict"]) == ("none", "dense", "skipped")
+    refs = {entry.path: entry.ref for entry in artifact.manifest.contents}
+    assert refs["model.safetensors"] == (out / "model.safetensors").resolve().as_uri()
+    assert metadata["size_bytes"] == sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    assert set(refs) == {p.name for p in out.iterdir() if p.is_file()}
+    # An eval report of this export names the same `model` artifact (through the export's manifest).
+    assert checkpoint_artifact(str(out)) == sft_run["wandb"]["artifact"]
+    # Off by default: an export without `wandb.enabled` starts no run.
+    run_export(ExportConfig(**{**cfg, "out": str(tmp_path / "plain" / "export")}))
+    assert not (tmp_path / "plain" / "wandb").exists()

@@ -12,6 +12,10 @@
   `use_artifact` on the parent, which draws the lineage edge in W&B; wandb refuses `use_artifact`
   in offline mode ("Cannot use artifact when in offline mode"), so an offline run records the
   parent in the artifact's metadata and in its config, for `wandb sync` and for readers.
+- `log_reference_artifact`: the same for any output (an eval report's `eval-report`, an export's
+  `export`): file:// references, `parent_artifact` in the metadata, `use_artifact` online only.
+- `checkpoint_artifact`: the `model` artifact a checkpoint (or the checkpoint an export came from)
+  was logged as, for the artifacts of its eval reports and exports to name.
 
 Nothing here imports wandb at module level: `logger=csv` runs never load it.
 """
@@ -27,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from lmforge.formats.checkpoint_meta import read_run_manifest
+from lmforge.formats.checkpoint_meta import read_export_manifest, read_run_manifest
 
 GROUP_ENV = "WANDB_RUN_GROUP"  # wandb.init reads it too when given no group
 _NAME_LIMIT = 120  # W&B display names longer than this are cut in the UI anyway
@@ -130,37 +134,79 @@ def artifact_name(stage: str, run_id: str) -> str:
     return f"{stage}-{run_id}"
 
 
+def checkpoint_artifact(checkpoint: str | None) -> str | None:
+    """The `model` artifact of `checkpoint` (a `.ckpt` or run dir: its run manifest's
+    `wandb.artifact`; an HF export: that of the checkpoint it was exported from, in its export
+    manifest's `parent_lineage`); None when it was not logged to W&B."""
+    artifact = training_run_of(checkpoint).get("artifact")
+    if artifact or not checkpoint or not Path(checkpoint).is_dir():
+        return artifact
+    try:
+        lineage = read_export_manifest(checkpoint).get("parent_lineage") or {}
+    except (OSError, ValueError):
+        return None
+    return (lineage.get("wandb") or {}).get("artifact") if isinstance(lineage, Mapping) else None
+
+
 def parent_artifact(parent: str | None) -> str | None:
     """The artifact the parent run logged for its checkpoint (its manifest's `wandb.artifact`)."""
-    return training_run_of(parent).get("artifact")
+    return checkpoint_artifact(parent)
+
+
+def directory_files(root: Path, skip: Sequence[str] = ("wandb",)) -> dict[str, Path]:
+    """Every file under `root` by its relative path, leaving out `skip` folders (a run's own
+    `wandb/` dir, still being written) and hidden ones (`.hydra_run`)."""
+    root = Path(root)
+    files = {}
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts
+        if path.is_file() and not any(part in skip or part.startswith(".") for part in parts[:-1]):
+            files[path.relative_to(root).as_posix()] = path
+    return files
+
+
+def log_reference_artifact(
+    run,
+    name: str,
+    kind: str,
+    files: Mapping[str, Path | str],
+    metadata: Mapping[str, Any],
+    aliases: Sequence[str] = ("latest",),
+) -> str:
+    """Log `files` (entry name -> path) as a `kind` artifact of file:// references, not copies.
+    `metadata["parent_artifact"]` names the artifact it came from; online, `use_artifact` on it
+    draws the lineage edge (offline wandb refuses `use_artifact`: the metadata carries it)."""
+    import wandb
+
+    artifact = wandb.Artifact(name, type=kind, metadata=dict(metadata))
+    for entry, path in files.items():
+        artifact.add_reference(Path(path).resolve().as_uri(), name=entry)
+    parent = metadata.get("parent_artifact")
+    if parent and not run.offline:
+        run.use_artifact(f"{parent}:latest")
+    run.log_artifact(artifact, aliases=list(aliases))
+    return name
 
 
 def log_checkpoint_artifact(run, manifest: Mapping[str, Any]) -> str | None:
     """Log the run's final checkpoint (and best, when another) as a `model` artifact; returns its name."""
-    import wandb
-
     checkpoints = {p for p in (manifest.get("last_checkpoint"), manifest.get("best_checkpoint")) if p}
     if not checkpoints:
         return None
-    name = artifact_name(manifest["stage"], run.id)
-    parent = parent_artifact(manifest.get("parent"))
-    artifact = wandb.Artifact(
-        name,
-        type="model",
+    return log_reference_artifact(
+        run,
+        artifact_name(manifest["stage"], run.id),
+        "model",
+        {Path(path).name: path for path in sorted(checkpoints)},
         metadata={
             "stage": manifest["stage"],
             "global_step": manifest["global_step"],
             "num_params": manifest.get("num_params"),
             "tokenizer_fingerprint": manifest.get("tokenizer_fingerprint"),
             "parent_checkpoint": manifest.get("parent"),
-            "parent_artifact": parent,
+            "parent_artifact": parent_artifact(manifest.get("parent")),
             "final_metrics": manifest.get("final_metrics"),
             "run_dir": manifest.get("run_dir"),
         },
+        aliases=["latest", f"step-{manifest['global_step']}"],
     )
-    for path in sorted(checkpoints):
-        artifact.add_reference(Path(path).resolve().as_uri(), name=Path(path).name)
-    if parent and not run.offline:
-        run.use_artifact(f"{parent}:latest")
-    run.log_artifact(artifact, aliases=["latest", f"step-{manifest['global_step']}"])
-    return name

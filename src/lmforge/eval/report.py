@@ -131,4 +131,33 @@ def log_wandb(report: dict, out_dir: Path, wandb_cfg: dict) -> None:
         data=[[t, m, v] for t, ms in report["metrics"].items() for m, v in ms.items()],
     )
     run.log({"eval/metrics": table, "eval/plot": wandb.Image(str(out_dir / "metrics.png"))})
+    log_report_artifact(run, report, out_dir)
     run.finish()
+
+
+def log_report_artifact(run, report: dict, out_dir: Path) -> str:
+    """The report dir (report.json, samples, summary.html, metrics.png; not the run's own wandb/)
+    as an `eval-report` artifact of file:// references whose metadata names the evaluated
+    checkpoint's `model` artifact (`parent_artifact`) and the hashes the report is bound to."""
+    from lmforge.callbacks.wandb_lineage import (
+        artifact_name,
+        checkpoint_artifact,
+        directory_files,
+        log_reference_artifact,
+    )
+
+    binding = report.get("binding") or {}
+    gate = report.get("gate")
+    metadata = {
+        "parent_checkpoint": report.get("checkpoint"),
+        "parent_artifact": checkpoint_artifact(report.get("checkpoint")),
+        "checkpoint_sha256": binding.get("checkpoint_sha256"),
+        "suite": report.get("suite"),
+        "suite_sha256": binding.get("suite_sha256"),
+        "report_digest": binding.get("digest"),
+        "gate_passed": gate["passed"] if gate is not None else None,
+        "metrics": report.get("metrics"),
+    }
+    return log_reference_artifact(
+        run, artifact_name("eval-report", run.id), "eval-report", directory_files(out_dir), metadata
+    )
