@@ -192,6 +192,7 @@ def test_rl_run_logs_reward_components_and_their_samples(tmp_path, rl_tokenizer_
     keys = rl.history_keys()
     for part in ("task_answer", "reasoning_format"):
         assert {f"train/reward/{part}", f"val/reward/{part}"} <= keys, sorted(keys)
+    assert "val/accuracy" in keys  # the verifier's share of correct held-out answers, beside the reward curves
     table = rl.table("samples")
     assert table["columns"] == [
         "step",

@@ -17,6 +17,7 @@ from lmforge.rewards.core import (
     reasoning_format,
     register,
     task_answer,
+    verified_correct,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "reasoning_format",
     "register",
     "task_answer",
+    "verified_correct",
 ]

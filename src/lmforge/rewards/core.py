@@ -92,6 +92,18 @@ def task_answer() -> RewardFn:
     return score
 
 
+def verified_correct(completions: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> list[float] | None:
+    """1.0/0.0 per completion from the task's own verifier, whatever reward trains the policy:
+    `is_correct` for generated tasks, the final number for answer records (GSM8K). None when the
+    samples carry no answer (free-form prompts a reward model scores): no accuracy to report,
+    and the summed reward is no stand-in, since a format bonus would count as "correct"."""
+    if samples and all("task" in s for s in samples):
+        return task_answer()(completions, samples)
+    if samples and all("answer" in s for s in samples):
+        return math_answer()(completions, samples)
+    return None
+
+
 @dataclass
 class CombinedReward:
     """sum_i weight_i * reward_i; `components` keeps each term for logging."""

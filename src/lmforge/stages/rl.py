@@ -28,7 +28,7 @@ from torch import Tensor
 
 from lmforge.generate import SamplingConfig, generate, padded_causal_mask
 from lmforge.losses import POLICY_LOSS_TYPES, SCALE_REWARDS, group_advantages, policy_loss
-from lmforge.rewards import build_reward, check_reward_spec
+from lmforge.rewards import build_reward, check_reward_spec, verified_correct
 from lmforge.stages.base import BaseStage, to_plain
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,11 @@ class RLStage(BaseStage):
         _, _, texts, samples, _ = self.sample(batch, replace(self.sampling, temperature=0.0), 1)
         rewards, parts = self.reward_fn(texts, samples)
         mean = torch.tensor(rewards).mean()
-        return -mean, {"reward": mean, **{f"reward/{k}": torch.tensor(v).mean() for k, v in parts.items()}}
+        metrics = {"reward": mean, **{f"reward/{k}": torch.tensor(v).mean() for k, v in parts.items()}}
+        correct = verified_correct(texts, samples)  # `val/accuracy`: the verifier's verdict, not the reward
+        if correct is not None:
+            metrics["accuracy"] = torch.tensor(correct).mean()
+        return -mean, metrics
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Training throughput: forward, backward and optimiser step of the rollout's tokens,

@@ -136,9 +136,32 @@ def test_stage_rl_fits_from_the_composed_config(tmp_path, rl_tokenizer_dir, rl_m
     assert manifest["status"] == "completed" and manifest["global_step"] == 4 and manifest["stage"] == "rl"
     metrics = manifest["final_metrics"]
     assert {"train/reward", "train/kl", "train/clip_fraction", "train/completion_len", "val/reward"} <= set(metrics)
+    assert 0.0 <= metrics["val/accuracy"] <= 1.0  # generated tasks carry their verifier
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/generation_tokens_per_s", "train/train_tokens_per_s", "train/reward_std"} <= set(header)
     assert json.loads((tmp_path / "manifest.json").read_text())["config"]["datamodule"]["repeat_batches"] == 2
+
+
+def test_val_accuracy_is_the_verifiers_verdict_not_the_reward(rl_tokenizer_dir, rl_model_cfg):
+    """A format-only reward gives every well-formed answer 1.0; `val/accuracy` still counts only
+    the answers the task's verifier accepts."""
+    stage = make_stage(rl_tokenizer_dir, rl_model_cfg)
+    stage.reward_fn = build_reward({"reasoning_format": 1.0})
+    data = PromptDataModule(rl_tokenizer_dir, tasks={"kind": "mix", "n_train": 4, "n_val": 6, "seed": 0}, batch_size=6)
+    data.setup()
+    batch = next(iter(data.val_dataloader()))
+    right = [i % 3 == 0 for i in range(len(batch))]  # the test decides which answers are correct
+    texts = [
+        f"<think>work</think>\nAnswer: {s['task']['answer'] if ok else s['task']['answer'] + ' 7'}"
+        for s, ok in zip(batch, right, strict=True)
+    ]
+    stage.sample = lambda batch, sampling, group_size: (None, None, texts, batch, 0.0)
+    _, metrics = stage.validation_reward(batch)
+    assert metrics["reward"] == 1.0  # every answer is well formed
+    assert metrics["accuracy"].item() == pytest.approx(sum(right) / len(right))
+    # free-form prompts (a reward model's data) have no verifier: no accuracy, rather than a made-up one
+    stage.sample = lambda batch, sampling, group_size: (None, None, texts, [{"prompt": "hi"}] * len(texts), 0.0)
+    assert "accuracy" not in stage.validation_reward(batch)[1]
 
 
 def test_gsm8k_prompt_file_feeds_math_answer(tmp_path, rl_tokenizer_dir):
