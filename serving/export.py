@@ -322,17 +322,14 @@ def gate_summary(gate: dict) -> str:
 def log_wandb(cfg: ExportConfig, exports: dict[str, Path], gate: dict, out: Path) -> list[str]:
     """One W&B run (job type `export`, in the group of the run that trained `cfg.ckpt`) logging
     each export dir as an `export` artifact; returns the artifact names."""
-    import os
-
     import wandb
 
     from lmforge.callbacks.wandb_lineage import (
-        GROUP_ENV,
         artifact_name,
         checkpoint_artifact,
         directory_files,
         log_reference_artifact,
-        training_run_of,
+        training_group,
     )
 
     wandb_dir = Path(out).resolve().parent  # beside the export: its files are what an eval report hashes
@@ -342,7 +339,7 @@ def log_wandb(cfg: ExportConfig, exports: dict[str, Path], gate: dict, out: Path
         dir=str(wandb_dir),
         job_type="export",
         name=cfg.wandb.name,
-        group=os.environ.get(GROUP_ENV) or training_run_of(cfg.ckpt).get("group"),
+        group=training_group(cfg.ckpt),
         config=asdict(cfg),
     )
     parent = checkpoint_artifact(cfg.ckpt)

@@ -122,11 +122,17 @@ def training_run_of(checkpoint: str | None) -> dict[str, Any]:
         return {}
 
 
+def training_group(checkpoint: str | None) -> str | None:
+    """The W&B group a run about `checkpoint` (its eval, its export) joins: the caller's
+    WANDB_RUN_GROUP when set, else the group of the run that trained it."""
+    return os.environ.get(GROUP_ENV) or training_run_of(checkpoint).get("group")
+
+
 def group_with_training_run(checkpoint: str | None) -> None:
-    """Runs started after this (an eval report's) join the W&B group of the run that trained
-    `checkpoint` (wandb.init reads WANDB_RUN_GROUP), unless the caller chose a group."""
-    group = training_run_of(checkpoint).get("group")
-    if group and not os.environ.get(GROUP_ENV):
+    """Runs started after this (an eval report's) join `training_group(checkpoint)`
+    (wandb.init reads WANDB_RUN_GROUP)."""
+    group = training_group(checkpoint)
+    if group:
         os.environ[GROUP_ENV] = group
 
 
@@ -146,11 +152,6 @@ def checkpoint_artifact(checkpoint: str | None) -> str | None:
     except (OSError, ValueError):
         return None
     return (lineage.get("wandb") or {}).get("artifact") if isinstance(lineage, Mapping) else None
-
-
-def parent_artifact(parent: str | None) -> str | None:
-    """The artifact the parent run logged for its checkpoint (its manifest's `wandb.artifact`)."""
-    return checkpoint_artifact(parent)
 
 
 def directory_files(root: Path, skip: Sequence[str] = ("wandb",)) -> dict[str, Path]:
@@ -204,7 +205,7 @@ def log_checkpoint_artifact(run, manifest: Mapping[str, Any]) -> str | None:
             "num_params": manifest.get("num_params"),
             "tokenizer_fingerprint": manifest.get("tokenizer_fingerprint"),
             "parent_checkpoint": manifest.get("parent"),
-            "parent_artifact": parent_artifact(manifest.get("parent")),
+            "parent_artifact": checkpoint_artifact(manifest.get("parent")),
             "final_metrics": manifest.get("final_metrics"),
             "run_dir": manifest.get("run_dir"),
         },
