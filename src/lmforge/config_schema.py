@@ -153,8 +153,12 @@ def init_params(cls: type) -> dict[str, inspect.Parameter]:
 def module_schema(cls: type) -> type:
     """A dataclass whose fields are `_target_` plus `cls.__init__`'s keyword parameters."""
     specs: list[tuple[str, Any, Any]] = [("_target_", str, field(default=f"{cls.__module__}.{cls.__qualname__}"))]
+    open_keys = getattr(cls, "open_config_keys", ())
     for name, param in init_params(cls).items():
         default = param.default
+        if name in open_keys:  # a name -> options map (e.g. rewards): new names may be added on the command line
+            specs.append((name, Any, field(default_factory=lambda: OmegaConf.create({}, flags={"struct": False}))))
+            continue
         if default is inspect.Parameter.empty:
             spec = field(default=MISSING)
         elif isinstance(default, (dict, list)):
@@ -162,7 +166,9 @@ def module_schema(cls: type) -> type:
         else:
             spec = field(default=default)
         specs.append((name, _omegaconf_type(param.annotation), spec))
-    return make_dataclass(f"{cls.__name__}Config", specs)
+    schema = make_dataclass(f"{cls.__name__}Config", specs)
+    schema.stage_class = cls  # validate_config asks the class to check its open keys
+    return schema
 
 
 # Option names are the stage names (`stage=<name>` picks `schema/module/<name>`).
@@ -241,6 +247,12 @@ def validate_config(cfg: DictConfig, path: str = "") -> None:
                 f"unknown key(s) {[f'{path}.{k}' if path else k for k in unknown]}; "
                 f"{schema.__name__} has {sorted(known - {'hydra'})}"
             )
+    stage_class = getattr(schema, "stage_class", None)
+    for key in getattr(stage_class, "open_config_keys", ()):
+        try:
+            stage_class.check_open_config(key, OmegaConf.to_container(cfg[key], resolve=True))
+        except (KeyError, TypeError, ValueError) as err:
+            raise UnknownConfigKeyError(f"{path}.{key}: {err.args[0] if err.args else err}") from None
     for key in cfg.keys():
         if key == "hydra" or OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):
             continue

@@ -1,4 +1,5 @@
-"""RL prompts: generated verifiable tasks or JSONL of task records / GSM8K lines.
+"""RL prompts: generated verifiable tasks or JSONL of task records / GSM8K lines / HumanEval-style
+code problems (``prompt``, ``test``, ``entry_point``; rewarded by `code_tests`, rewards/code.py).
 
 Batch: a list of samples {"prompt_ids": list[int], "prompt": str, "task": dict, "answer": str}
 (the RL stage samples completions of each prompt, so there is nothing to pad or stack here).
@@ -6,6 +7,7 @@ Batch: a list of samples {"prompt_ids": list[int], "prompt": str, "task": dict, 
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from pathlib import Path
@@ -19,10 +21,23 @@ from lmforge.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 
+def _code_record(rec: dict) -> dict:
+    """A HumanEval-style problem as an RL record: the prompt is the signature and docstring; the
+    canonical solution, when present, is kept as the reference answer (never shown to the policy)."""
+    for key in ("prompt", "test", "entry_point"):
+        if not isinstance(rec.get(key), str):
+            raise TypeError(f"code problem field {key!r} must be a string")
+    keep = {key: rec[key] for key in ("task_id", "prompt", "test", "entry_point") if key in rec}
+    return {**keep, "answer": rec.get("canonical_solution", ""), "kind": "code"}
+
+
 def read_prompt_jsonl(path: str | Path) -> list[dict]:
-    """Task records (`task_record`) or GSM8K lines {"question", "answer": "...#### N"}; bad lines counted and named."""
+    """Task records (`task_record`), GSM8K lines {"question", "answer": "...#### N"} or HumanEval-style
+    code problems {"prompt", "test", "entry_point"} (``.jsonl`` or ``.jsonl.gz``); bad lines counted and named."""
+    path = Path(path)
+    text = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
     records, bad = [], []
-    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for line_no, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -30,7 +45,10 @@ def read_prompt_jsonl(path: str | Path) -> list[dict]:
             if "question" in rec:  # GSM8K: the reference is the number after ####
                 final = rec["answer"].split("####")[-1].strip()
                 rec = {"prompt": rec["question"], "answer": final, "kind": "gsm8k"}
-            task_from_record(rec)  # validates the required fields
+            elif "entry_point" in rec and "test" in rec:  # a code problem: its tests are the verifier
+                rec = _code_record(rec)
+            else:
+                task_from_record(rec)  # validates the required fields
             records.append(rec)
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             bad.append(line_no)

@@ -16,6 +16,7 @@ from lmforge.eval.binding import (
     checkpoint_lineage,
     checkpoint_sha256,
     content_sha256,
+    parent_step,
     report_digest,
     report_summary,
     suite_sha256,
@@ -28,10 +29,10 @@ from lmforge.eval.loading import EvalModel, load_checkpoint, random_model, smoke
 from lmforge.eval.metric_stats import task_stats
 from lmforge.eval.release_policy import load_policy
 from lmforge.eval.report import load_compare, log_wandb, write_report
-from lmforge.eval.sandbox import available_isolation
 from lmforge.eval.schema import check_suite, selected_tasks, task_config_class, task_options
 from lmforge.eval.tasks import get_task
 from lmforge.formats.eval_report import read_report
+from lmforge.sandbox import available_isolation
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _comparisons(cfg: dict, gate_cfg: dict, lineage: list[dict]) -> dict:
                 "compare with a base model through baseline_report=<dir>"
             )
         parent_report = _read_named_report("parent_report", parent_dir)
-        expected = lineage[-2]
+        expected = parent_step(cfg["ckpt"], lineage)
         bound = (parent_report.get("binding") or {}).get("checkpoint_sha256")
         if not expected.get("missing"):
             actual = content_sha256(expected["path"])

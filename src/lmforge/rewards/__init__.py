@@ -6,7 +6,7 @@ carrying e.g. the generated `Task` under "task" or a reference ``answer``) and r
 
 from __future__ import annotations
 
-from lmforge.rewards import reward_model  # noqa: F401  registers "reward_model" (core stays unaware of it)
+from lmforge.rewards import code, reward_model  # noqa: F401  register "code_tests", "reward_model"
 from lmforge.rewards.core import (
     REWARDS,
     CombinedReward,

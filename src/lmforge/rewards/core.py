@@ -15,6 +15,7 @@ REWARDS: dict[str, Callable[..., RewardFn]] = {}
 _NUMBER_RE = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _GSM8K_RE = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
 _THINK_RE = re.compile(r"^\s*<think>\s*(\S.*?)</think>\s*(\S.*)$", re.DOTALL)
+PROBLEM_KEYS = ("prompt", "test", "entry_point")  # a HumanEval-style code problem (rewards/code.py)
 
 
 def register(name: str) -> Callable[[Callable[..., RewardFn]], Callable[..., RewardFn]]:
@@ -42,6 +43,10 @@ def final_number(text: str) -> float | None:
         return parse_number(found[0]) if found else None
     numbers = _NUMBER_RE.findall(text)
     return parse_number(numbers[-1]) if numbers else None
+
+
+def is_code_problem(record: Any) -> bool:
+    return isinstance(record, Mapping) and all(key in record for key in PROBLEM_KEYS)
 
 
 def _reference_answer(sample: Mapping[str, Any]) -> str:
@@ -94,9 +99,12 @@ def task_answer() -> RewardFn:
 
 def verified_correct(completions: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> list[float] | None:
     """1.0/0.0 per completion from the task's own verifier, whatever reward trains the policy:
-    `is_correct` for generated tasks, the final number for answer records (GSM8K). None when the
-    samples carry no answer (free-form prompts a reward model scores): no accuracy to report,
-    and the summed reward is no stand-in, since a format bonus would count as "correct"."""
+    the sandboxed unit tests for code problems (`code_tests`), `is_correct` for generated tasks,
+    the final number for answer records (GSM8K). None when the samples carry no answer (free-form
+    prompts a reward model scores): no accuracy to report, and the summed reward is no stand-in,
+    since a format bonus would count as "correct"."""
+    if samples and all(is_code_problem(s.get("task")) for s in samples):
+        return REWARDS["code_tests"]()(completions, samples)  # registered by lmforge/rewards/code.py
     if samples and all("task" in s for s in samples):
         return task_answer()(completions, samples)
     if samples and all("answer" in s for s in samples):

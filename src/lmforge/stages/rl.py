@@ -92,6 +92,14 @@ class RLStage(BaseStage):
     """Batch: a list of samples {"prompt_ids": list[int], "prompt": str, "task": dict, "answer": str}."""
 
     stage_name = "rl"
+    # `reward`'s keys are reward names the user picks from a registry, so the config schema cannot
+    # list them: the node stays open, and `module.reward='{code_tests: 1.0}'` adds to it.
+    open_config_keys = ("reward",)
+
+    @staticmethod
+    def check_open_config(key: str, value: Any) -> None:
+        """Unknown reward names fail when the config is validated, before any model is built."""
+        check_reward_spec(value or {"task_answer": 1.0})
 
     def __init__(
         self,

@@ -7,8 +7,8 @@ import pytest
 
 from lmforge.eval.data import load_humaneval
 from lmforge.eval.metrics import pass_at_k
-from lmforge.eval.sandbox import SandboxConfig
 from lmforge.eval.tasks.humaneval import execute, score
+from lmforge.sandbox import SandboxConfig
 
 
 @pytest.mark.parametrize(

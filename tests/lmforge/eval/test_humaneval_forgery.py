@@ -16,10 +16,10 @@ import json
 
 import pytest
 
-from lmforge.eval.code_protocol import ProtocolError, decode, encode
+from lmforge.code_protocol import ProtocolError, decode, encode
 from lmforge.eval.data import load_humaneval
-from lmforge.eval.sandbox import SandboxConfig, available_isolation
-from lmforge.eval.tasks.humaneval import check_all, score
+from lmforge.eval.tasks.humaneval import score
+from lmforge.sandbox import SandboxConfig, available_isolation, check_all
 
 # Module-level helper the attacks share: every string the program can find (its frames'
 # constants and globals, argv, the lines of the files around it and every quoted literal in

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.eval.sandbox import SANDBOX_UID_MAX, SANDBOX_UID_MIN, SandboxConfig, available_isolation, run_python
+from lmforge.sandbox import SANDBOX_UID_MAX, SANDBOX_UID_MIN, SandboxConfig, available_isolation, run_python
 
 SECRET = "host-secret-7f3a9c"
 MODES = ["bwrap", "unshare", "rlimits"]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.eval import sandbox
-from lmforge.eval.sandbox import SandboxConfig, SandboxUnavailableError, available_isolation, run_python
+from lmforge import sandbox
+from lmforge.sandbox import SandboxConfig, SandboxUnavailableError, available_isolation, run_python
 from tests.lmforge.eval.test_sandbox import _sandbox_processes
 
 NAMESPACED = [m for m in ("bwrap", "unshare") if ("bwrap", "unshare", "rlimits").index(available_isolation()) <= 1]
@@ -196,7 +196,7 @@ def test_rlimits_mode_kills_setsid_daemons_of_its_throwaway_uid():
 
 def test_the_isolation_used_is_logged(caplog):
     sandbox._announce.cache_clear()
-    with caplog.at_level(logging.INFO, logger="lmforge.eval.sandbox"):
+    with caplog.at_level(logging.INFO, logger="lmforge.sandbox"):
         result = run_python("pass", _cfg(MODES[0]))
     assert result.isolation == MODES[0]
     assert f"isolation={MODES[0]}" in caplog.text

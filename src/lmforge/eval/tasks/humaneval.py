@@ -7,16 +7,13 @@ plain data; the tests and the verdict live in a separate trusted process (docs/e
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-from tqdm import tqdm
 
 from lmforge.eval.data import load_humaneval
 from lmforge.eval.lm import EvalLM, GenParams
 from lmforge.eval.metrics import pass_at_k
-from lmforge.eval.sandbox import CodeCheckResult, SandboxConfig, check_completion
 from lmforge.eval.tasks import TaskResult
+from lmforge.sandbox import SandboxConfig, check_all
 
 log = logging.getLogger(__name__)
 # The Codex paper's stop sequences: a completion ends where a new top-level block begins.
@@ -35,20 +32,6 @@ class HumanEvalConfig:
     timeout_s: float = 10.0
     memory_mb: int = 1024
     seed: int = 0
-
-
-def check_all(
-    problems: list[dict], completions: list[list[str]], sandbox: SandboxConfig, workers: int = 2
-) -> list[list[CodeCheckResult]]:
-    """Score every completion of every problem (one sandboxed candidate + one trusted checker each)."""
-    jobs = [(i, j, p, c) for i, (p, cs) in enumerate(zip(problems, completions)) for j, c in enumerate(cs)]
-    results: list[list[CodeCheckResult | None]] = [[None] * len(cs) for cs in completions]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(check_completion, p, c, sandbox): (i, j) for i, j, p, c in jobs}
-        for future in tqdm(futures, desc="sandbox", leave=False):
-            i, j = futures[future]
-            results[i][j] = future.result()
-    return results
 
 
 def execute(

@@ -42,8 +42,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -570,5 +573,19 @@ def check_completion(problem: dict, completion: str, cfg: SandboxConfig | None =
     return CodeCheckResult(status, isolation, duration, detail, candidate_stderr)
 
 
-if __name__ == "__main__":  # quick manual check: python -m lmforge.eval.sandbox
+def check_all(
+    problems: list[dict], completions: list[list[str]], sandbox: SandboxConfig, workers: int = 2
+) -> list[list[CodeCheckResult]]:
+    """Score every completion of every problem (one sandboxed candidate + one trusted checker each)."""
+    jobs = [(i, j, p, c) for i, (p, cs) in enumerate(zip(problems, completions)) for j, c in enumerate(cs)]
+    results: list[list[CodeCheckResult | None]] = [[None] * len(cs) for cs in completions]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(check_completion, p, c, sandbox): (i, j) for i, j, p, c in jobs}
+        for future in tqdm(futures, desc="sandbox", leave=False):
+            i, j = futures[future]
+            results[i][j] = future.result()
+    return results
+
+
+if __name__ == "__main__":  # quick manual check: python -m lmforge.sandbox
     print(available_isolation(), run_python("print('hello from the sandbox')"), file=sys.stderr)
