@@ -19,9 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from e2e.report_html import write_html  # noqa: E402
 from e2e.runner import StepResult  # noqa: E402
-from e2e.stage_claims import check_all, markdown_rows  # noqa: E402
-from e2e.stage_plot import plot_stages  # noqa: E402
-from e2e.steps import CHECKPOINTS  # noqa: E402
+from e2e.stage_claims import check_all, markdown_rows, read_safety_items  # noqa: E402
+from e2e.stage_plot import plot_claims, plot_stages  # noqa: E402
+from e2e.steps import BRANCHES, CHECKPOINTS  # noqa: E402
 from lmforge.formats.eval_report import REPORT_FILE, read_report  # noqa: E402
 
 
@@ -120,6 +120,15 @@ def build_lineage(out: Path) -> dict:
             "tokenizer_fingerprint": manifest.get("tokenizer_fingerprint"),
         }
         chain["eval_reports"][name] = str(out / "eval" / name / "report.json")
+    # Checkpoints off the exported chain (CAI from SFT): evaluated, not exported.
+    chain["branches"] = {
+        name: {
+            "path": str(out / name),
+            "parent": (_json(out / name / "manifest.json") or {}).get("parent"),
+            "eval_report": str(out / "eval" / name / "report.json"),
+        }
+        for name in BRANCHES
+    }
     export_manifest = _json(out / "export" / "manifest.json")
     chain["export"] = {
         "path": str(out / "export"),
@@ -182,10 +191,12 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
     tokenizer = _json(out / "tokenizer" / "manifest.json") or {}
     curves = read_curve(out / "pretrain" / "csv" / "metrics.csv")
     tasks = {name: _json(out / "tasks" / name / "report.json") for name in CHECKPOINTS}
+    evaluated = (*CHECKPOINTS, *BRANCHES)
     evals = {
         name: read_report(out / "eval" / name) if (out / "eval" / name / REPORT_FILE).exists() else None
-        for name in CHECKPOINTS
+        for name in evaluated
     }
+    safety = {name: read_safety_items(out / "eval" / name) if evals[name] else None for name in evaluated}
     quality = _json(out / "export" / "quality.json")
     smoke = _json(out / "serve_smoke" / "result.json")
     cai = (_json(out / "cai" / "data" / "manifest.json") or {}).get("counts")
@@ -243,12 +254,14 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
             f"{_fmt(t.get('margin'))} | {_fmt(t.get('pair_accuracy'))} |"
         )
 
-    claims = check_all(tasks)
+    claims = check_all(tasks, safety)
     lines += [
         "",
         "Each stage against its parent on the same held-out items (paired: exact sign test on the items "
         "that changed; margins: sign test + bootstrap interval). Anything short of p < alpha in the claimed "
-        "direction is reported as no significant gain.",
+        "direction is reported as no significant gain. CAI is tested on the eval suite's safety prompts "
+        "(25 red-team, 25 benign look-alikes), each paired with SFT's reply to the same prompt: refusals "
+        "on the red-team prompts must rise, over-refusal on the benign ones must not rise significantly.",
         "",
         *markdown_rows(claims),
     ]
@@ -256,15 +269,18 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
         lines.append(f"- CAI short pass: {json.dumps(cai)}")
     if plot_stages(tasks, list(CHECKPOINTS), out / "stage_gains.png"):
         lines += ["", "![stage gains](stage_gains.png)"]
+    for name in BRANCHES:
+        if plot_claims(claims, name, out / f"{name}_claims.png"):
+            lines += ["", f"![{name} claims]({name}_claims.png)"]
     lines.append("")
 
     lines += ["## 5. Benchmarks per checkpoint (eval suite)", ""]
     flat = {n: _flatten((e or {}).get("metrics") or {}) for n, e in evals.items()}
     metric_names = sorted({k for m in flat.values() for k in m})
     if metric_names:
-        lines += ["| metric | " + " | ".join(CHECKPOINTS) + " |", "|---" * (len(CHECKPOINTS) + 1) + "|"]
+        lines += ["| metric | " + " | ".join(evaluated) + " |", "|---" * (len(evaluated) + 1) + "|"]
         for m in metric_names:
-            lines.append(f"| {m} | " + " | ".join(_fmt(flat[n].get(m)) for n in CHECKPOINTS) + " |")
+            lines.append(f"| {m} | " + " | ".join(_fmt(flat[n].get(m)) for n in evaluated) + " |")
     final_eval = evals.get(CHECKPOINTS[-1]) or {}
     verdict = final_eval.get("gate") or {}
     lines += ["", f"**Release gate ({CHECKPOINTS[-1]}):** {'PASS' if verdict.get('passed') else 'FAIL'}"]

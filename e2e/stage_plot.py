@@ -83,3 +83,48 @@ def plot_stages(tasks: dict[str, dict | None], order: list[str], path: Path) -> 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_claims(rows: list[dict], stage: str, path: Path) -> Path | None:
+    """One panel per claim of `stage` (e.g. CAI's two safety rows): parent and stage rates on a 0-1
+    axis, each bar with n and its 95% Wilson interval, the paired gain with its interval, p and the
+    verdict in the panel's title; an untested claim's panel says why."""
+    claims = [r for r in rows if r["stage"] == stage]
+    if not claims or all(r["verdict"] == "untested" for r in claims):
+        return None
+    fig, axes = plt.subplots(1, len(claims), figsize=(4.2 * len(claims), 3.8), squeeze=False)
+    for ax, row in zip(axes[0], claims, strict=True):
+        if row["verdict"] == "untested":
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"{row['metric']}\nuntested:\n{row['reason']}", ha="center", va="center", wrap=True)
+            continue
+        n = row["n"]
+        bars = []
+        for rate in (row["before"], row["after"]):
+            low, high = wilson_interval(round(rate * n), n)
+            bars.append((rate, max(0.0, rate - low), max(0.0, high - rate)))
+        x = np.arange(2)
+        ax.bar(
+            x,
+            [b[0] for b in bars],
+            color=COLORS[1:3],
+            yerr=[[b[1] for b in bars], [b[2] for b in bars]],
+            capsize=4,
+            ecolor="#333",
+        )
+        ax.set_xticks(x, [f"{row['parent']}\nn={n}", f"{row['stage']}\nn={n}"], fontsize=8)
+        for xi, (rate, _, _) in zip(x, bars, strict=True):
+            ax.annotate(f"{rate:.2f}", (xi, rate), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(
+            f"{row['metric']}\n{row['gain']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}], "
+            f"p={row['p']:.2g}: {row['verdict']}",
+            fontsize=9,
+            color="#222" if row.get("holds", True) else "#b00",
+        )
+    fig.suptitle(f"{stage} vs {claims[0]['parent']}, paired by item (bars: 95% Wilson intervals)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -17,6 +17,9 @@ def _has_stage(name: str) -> bool:
 
 # The checkpoints the report compares, in lineage order (a stage this checkout lacks is left out).
 CHECKPOINTS = ("pretrain", "sft", "dpo") + (("rl",) if _has_stage("rl") else ())
+# Checkpoints trained off that chain, each with its parent in it: evaluated against the parent's
+# report, never exported (the export stays the chain's last checkpoint).
+BRANCHES = {"cai": "sft"} if _has_stage("cai") else {}
 
 
 def _python(*args: str) -> list[str]:
@@ -113,13 +116,12 @@ def build_steps(cfg: DictConfig) -> list[Step]:
                 f"trainer.val_check_interval={cfg.steps.rl}",
             )
         )
-    if _has_stage("cai"):
+    if "cai" in BRANCHES:
         # A short Constitutional-AI pass from SFT: critique/revise + judged pairs, then SFT and DPO.
-        steps.append(train("cai", "sft", cfg.steps.cai_train, f"cai.limit={cfg.steps.cai_prompts}"))
-    # Held-out generated tasks (format, accuracy, preference margin) and the benchmark suite
-    # for every checkpoint; each report names its parent's so the gate can compare.
-    previous = None
-    for name in CHECKPOINTS:
+        steps.append(train("cai", BRANCHES["cai"], cfg.steps.cai_train, f"cai.limit={cfg.steps.cai_prompts}"))
+
+    def evaluate(name: str, parent: str | None) -> Step:
+        """The eval suite on checkpoint `name`, its report naming `parent`'s so the gate can compare."""
         report = out / "eval" / name
         eval_args = [
             "src/eval.py",
@@ -129,17 +131,21 @@ def build_steps(cfg: DictConfig) -> list[Step]:
             f"label={name}",
             f"cache_path={out / 'eval' / 'request_cache.sqlite'}",
         ]
-        if previous:
-            eval_args.append(f"parent_report={out / 'eval' / previous}")
-        steps.append(
-            Step(
-                f"eval_{name}",
-                _python(*eval_args),
-                report,
-                parents=[name] + ([f"eval_{previous}"] if previous else []),
-                description=f"benchmarks + safety + gate on {name}",
-            )
+        if parent:
+            eval_args.append(f"parent_report={out / 'eval' / parent}")
+        return Step(
+            f"eval_{name}",
+            _python(*eval_args),
+            report,
+            parents=[name] + ([f"eval_{parent}"] if parent else []),
+            description=f"benchmarks + safety + gate on {name}" + (f" vs {parent}" if parent else ""),
         )
+
+    # Held-out generated tasks (format, accuracy, preference margin) and the benchmark suite
+    # for every checkpoint; each report names its parent's so the gate can compare.
+    previous = None
+    for name in CHECKPOINTS:
+        steps.append(evaluate(name, previous))
         steps.append(
             Step(
                 f"tasks_{name}",
@@ -155,6 +161,11 @@ def build_steps(cfg: DictConfig) -> list[Step]:
             )
         )
         previous = name
+    # A branch (CAI from SFT) gets the same suite against its parent's report: its safety items
+    # are paired with the parent's in the report's claims (e2e/stage_claims.py). No held-out task
+    # run: the CAI claims read the safety task's per-item refusals.
+    for name, parent in BRANCHES.items():
+        steps.append(evaluate(name, parent))
     final = CHECKPOINTS[-1]
     export_dir = out / "export"
     steps.append(

@@ -38,7 +38,7 @@ def _run(out: Path) -> str:
 @pytest.mark.slow
 def test_pipeline_artifacts_lineage_and_rerun(tmp_path):
     sys.path.insert(0, str(REPO / "src"))
-    from e2e.steps import CHECKPOINTS
+    from e2e.steps import BRANCHES, CHECKPOINTS
 
     out = tmp_path / "e2e"
     _run(out)
@@ -58,6 +58,13 @@ def test_pipeline_artifacts_lineage_and_rerun(tmp_path):
     assert lineage["tokenizer_fingerprints_agree"] is True
     assert [Path(c["path"]).name for c in lineage["checkpoints"].values()] == list(CHECKPOINTS)
     assert (out / "report.md").read_text().count("|") > 50
+    # The CAI branch: evaluated against SFT's report, its two safety claims tested on 25 + 25 prompts.
+    for name, parent in BRANCHES.items():
+        report = json.loads((out / "eval" / name / "report.json").read_text())
+        assert report["comparisons"]["parent"]["report"] == str(out / "eval" / parent)
+    claims = json.loads((out / "report.json").read_text())["stage_claims"]
+    cai = [r for r in claims if r["stage"] == "cai"]
+    assert len(cai) == 2 and all(r["verdict"] != "untested" and r["n"] == 25 for r in cai), cai
 
     again = _run(out)
     steps = len(list(out.rglob("e2e_step.json")))

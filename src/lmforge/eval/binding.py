@@ -66,6 +66,21 @@ def checkpoint_lineage(ckpt: str | Path) -> list[dict[str, Any]]:
     return chain[::-1]
 
 
+def parent_step(ckpt: str | Path, lineage: list[dict[str, Any]]) -> dict[str, Any]:
+    """The lineage step `ckpt`'s parent report must have scored (`lineage` from `checkpoint_lineage`,
+    at least two steps): the step before the last, where checkpoints inside the run directory
+    `ckpt` names are that run's own steps and count as one. A CAI run dir ends in its DPO sub-run,
+    whose parent is its SFT sub-run: both lie inside it, so its parent is the checkpoint the run
+    started from (`init_from`), as its manifest says."""
+    root = Path(ckpt).expanduser()
+    if root.is_dir():
+        root = root.resolve()
+        for step in reversed(lineage[:-1]):
+            if not Path(step["path"]).expanduser().resolve().is_relative_to(root):
+                return step
+    return lineage[-2]
+
+
 def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 

@@ -99,3 +99,37 @@ def test_task_data_paths_resolve_like_the_run_and_honour_a_task_path(tmp_path):
         "mmlu": tmp_path / "root" / "mmlu",
         "gsm8k": tmp_path / "my_gsm8k",
     }
+
+
+def test_a_cai_run_dir_is_compared_with_the_report_of_the_run_it_started_from(tmp_path):
+    """A CAI run dir resolves to its DPO sub-run, whose parent is its SFT sub-run: both inside the
+    run, so `parent_report` must be the report of the checkpoint the run started from (the main
+    job's eval_cai passes SFT's). The sub-run checkpoint file itself keeps its own parent, and a
+    report of any other checkpoint is still refused before the model loads."""
+    from lmforge.eval.binding import checkpoint_lineage, content_sha256, parent_step
+    from lmforge.eval.runner import EvalInputError, _comparisons
+    from lmforge.formats.checkpoint_meta import write_run_manifest
+    from lmforge.formats.eval_report import write_report
+
+    pre = _lineage_ckpt(tmp_path / "pretrain" / "last.ckpt", "pretrain", None)
+    sft = _lineage_ckpt(tmp_path / "sft" / "last.ckpt", "sft", pre)
+    cai_sft = _lineage_ckpt(tmp_path / "cai" / "sft" / "last.ckpt", "sft", sft)
+    cai_dpo = _lineage_ckpt(tmp_path / "cai" / "dpo" / "last.ckpt", "dpo", cai_sft)
+    cai = tmp_path / "cai"
+    write_run_manifest(cai, {"kind": "cai_run", "stage": "cai", "parent": str(sft), "last_checkpoint": str(cai_dpo)})
+    for name, ckpt in (("pretrain", pre), ("sft", sft)):
+        write_report(tmp_path / "eval" / name, {"label": name, "binding": {"checkpoint_sha256": content_sha256(ckpt)}})
+
+    lineage = checkpoint_lineage(cai)
+    assert [Path(s["path"]) for s in lineage] == [pre, sft, cai_sft, cai_dpo]
+    assert Path(parent_step(cai, lineage)["path"]) == sft
+    assert Path(parent_step(cai_dpo, lineage)["path"]) == cai_sft  # a checkpoint file: its own parent
+    plain = tmp_path / "sft"  # an ordinary run dir: unchanged, the step before its checkpoint
+    assert Path(parent_step(plain, checkpoint_lineage(plain))["path"]) == pre
+
+    compared = _comparisons({"ckpt": str(cai), "parent_report": str(tmp_path / "eval" / "sft")}, {}, lineage)
+    assert compared["parent"]["label"] == "sft"
+    with pytest.raises(EvalInputError, match="scored checkpoint sha256"):
+        _comparisons({"ckpt": str(cai), "parent_report": str(tmp_path / "eval" / "pretrain")}, {}, lineage)
+    with pytest.raises(EvalInputError, match="scored checkpoint sha256"):
+        _comparisons({"ckpt": str(cai_dpo), "parent_report": str(tmp_path / "eval" / "sft")}, {}, lineage)

@@ -1,0 +1,57 @@
+"""The main job's step plan (no step runs): CAI is evaluated against SFT's report, while the
+exported chain and its parent reports stay as they were."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from e2e.steps import BRANCHES, CHECKPOINTS, build_steps
+from lmforge.config_paths import conf_dir
+
+
+def plan(out: Path) -> dict:
+    cfg = OmegaConf.load(conf_dir() / "e2e.yaml")
+    cfg.out_dir = str(out)
+    steps = build_steps(cfg)
+    names = [s.name for s in steps]
+    assert len(set(names)) == len(names)
+    for index, step in enumerate(steps):  # what run_steps requires: every parent runs first
+        assert set(step.parents) <= set(names[:index]), step.name
+    return {s.name: s for s in steps}
+
+
+def args(step) -> dict[str, str]:
+    return dict(a.split("=", 1) for a in step.command if "=" in a)
+
+
+def test_cai_is_evaluated_against_sft_and_nothing_else_moves(tmp_path):
+    assert CHECKPOINTS == ("pretrain", "sft", "dpo", "rl") and BRANCHES == {"cai": "sft"}
+    steps = plan(tmp_path)
+
+    cai = steps["eval_cai"]
+    assert cai.parents == ["cai", "eval_sft"] and cai.output == tmp_path / "eval" / "cai"
+    assert "src/eval.py" in cai.command
+    assert args(cai) == args(steps["eval_sft"]) | {
+        "ckpt": str(tmp_path / "cai"),
+        "out_dir": str(tmp_path / "eval" / "cai"),
+        "label": "cai",
+        "parent_report": str(tmp_path / "eval" / "sft"),
+    }
+    assert args(cai)["eval"] == "quick"
+    assert args(steps["cai"])["init_from"] == str(tmp_path / "sft")
+    assert "tasks_cai" not in steps  # the CAI claims read the eval's safety items
+
+    # The chain's reports keep their parents, and the export stays RL's.
+    assert "parent_report" not in args(steps["eval_pretrain"])
+    for child, parent in (("sft", "pretrain"), ("dpo", "sft"), ("rl", "dpo")):
+        assert args(steps[f"eval_{child}"])["parent_report"] == str(tmp_path / "eval" / parent)
+        assert steps[f"eval_{child}"].parents == [child, f"eval_{parent}"]
+    export = args(steps["export"])
+    assert export["ckpt"] == str(tmp_path / "rl") and export["gate_report"] == str(tmp_path / "eval" / "rl")
+    assert steps["export"].parents == ["eval_rl"]
+    assert args(steps["task_quality"])["ckpt"] == str(tmp_path / "rl")
+    assert not any(
+        str(tmp_path / "cai") in a for s in steps.values() if s.name not in ("cai", "eval_cai") for a in s.command
+    )
