@@ -5,7 +5,8 @@ Two cases, forward + backward of one attention call (GQA, fp32 on CPU / bf16 on 
     of `block_causal_mask`; docmask = `lmforge.model.DocumentMask` from the [B, T] document ids
     (flex_attention with a BlockMask on CUDA, one causal SDPA per document elsewhere);
   - prefill: left-padded prompts. dense = SDPA with `padded_causal_mask`'s [B, 1, T, T] mask;
-    rightpad = what `lmforge.generate` does now: right-padded rows under plain causal SDPA.
+    rightpad = what `lmforge.generate` and RL's scoring (`completion_logps`, rows rotated so their
+    real tokens start at 0) do now: right-padded rows under plain causal SDPA.
 The variants alternate within each round; prints median ms (with min-max) and peak memory
 (CUDA: max_memory_allocated; CPU: the bytes of the mask each path materialises).
 
@@ -23,8 +24,19 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.data.chat import block_causal_mask
-from lmforge.generate import padded_causal_mask
 from lmforge.model import DocumentMask
+
+
+def padded_causal_mask(is_real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dense baseline: position ids and the [N, 1, T, T] mask of a left-padded batch (a query
+    sees the real tokens at or before it; a pad query only itself). Generation and RL scoring
+    built this until 2026-12; both now need no mask (see the module docstring)."""
+    width = is_real.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=is_real.device).tril()
+    eye = torch.eye(width, dtype=torch.bool, device=is_real.device)
+    mask = (causal & is_real.bool()[:, None, :]) | eye
+    positions = (is_real.long().cumsum(dim=-1) - 1).clamp(min=0)
+    return positions, mask[:, None]
 
 
 def sync(device: torch.device) -> None:

@@ -447,8 +447,9 @@ def bench_grpo(args):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from lmforge.generate import SamplingConfig, generate, padded_causal_mask
-    from lmforge.losses import group_advantages, policy_loss, token_logps
+    from lmforge.generate import SamplingConfig, generate
+    from lmforge.losses import group_advantages, policy_loss
+    from lmforge.stages.rl import completion_logps
 
     group, prompts_per_step = 4, max(args.batch // 2, 1)
     ours, peer = build_pair(args)
@@ -465,10 +466,7 @@ def bench_grpo(args):
         """Per-token log-probs of the completions [N, C] under lmforge's padded scoring."""
         ids = torch.cat([prompt_ids, completion_ids], dim=1)
         is_real = torch.cat([prompt_mask, completion_mask], dim=1).bool()
-        positions, mask = padded_causal_mask(is_real)
-        logits = model(ids, position_ids=positions, attn_mask=mask)[:, prompt_ids.shape[1] - 1 : -1]
-        labels = completion_ids.masked_fill(~completion_mask.bool(), -100)
-        return token_logps(logits, labels)[0]
+        return completion_logps(model, ids, is_real, prompt_ids.shape[1]) * completion_mask
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = GRPOTrainer(

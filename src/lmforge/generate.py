@@ -88,22 +88,6 @@ def sample_next(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Gene
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
-def padded_causal_mask(is_real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Position ids and the [N, 1, T, T] attention mask of a padded batch (`is_real` [N, T]).
-
-    A query sees the real tokens at or before it; a pad query sees only itself, so its softmax
-    row is finite (its output is never used). Positions count real tokens only, so a left-padded
-    row gets the same positions as unpadded. Shared by the generator's prefill and RL's scoring,
-    which must agree for the RL ratio to be exactly on-policy.
-    """
-    width = is_real.shape[1]
-    causal = torch.ones(width, width, dtype=torch.bool, device=is_real.device).tril()
-    eye = torch.eye(width, dtype=torch.bool, device=is_real.device)
-    mask = (causal & is_real.bool()[:, None, :]) | eye
-    positions = (is_real.long().cumsum(dim=-1) - 1).clamp(min=0)
-    return positions, mask[:, None]
-
-
 def _right_pad(prompts: Sequence[Sequence[int]], pad_id: int, rows: int, device: torch.device):
     """ids [rows, P] right-padded and the real-token mask [rows, P]; rows past len(prompts)
     are one-pad-token fillers (a compiled step's batch bucket)."""

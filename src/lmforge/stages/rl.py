@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lmforge.generate import SamplingConfig, generate, padded_causal_mask
+from lmforge.generate import SamplingConfig, generate
 from lmforge.losses import POLICY_LOSS_TYPES, SCALE_REWARDS, group_advantages, policy_loss
 from lmforge.rewards import build_reward, check_reward_spec, verified_correct
 from lmforge.stages.base import BaseStage, to_plain
@@ -40,12 +40,22 @@ def completion_logps(
 ) -> Tensor:
     """Log-prob of each completion token [N, T_completion] given left-padded prompts of width `prompt_len`.
 
+    Each row is rotated so that its real tokens start at position 0 (its left pads move to the
+    end): plain causal attention then sees exactly the real tokens before each position, with the
+    positions the sampler gave them, and no [N, 1, T, T] mask is built, so SDPA runs its fused
+    causal kernel. Completion token j of row i sits at ``prompt_len - pads_i + j`` afterwards.
+
     `temperature` divides the logits as the sampler did, so the ratio and the gradient are those of
     the distribution the completions were actually drawn from (on-policy at any temperature).
     """
-    position_ids, mask4d = padded_causal_mask(attn_mask)  # the same mask the sampler's prefill used
-    logits = model(input_ids, position_ids=position_ids, attn_mask=mask4d)
-    logits = logits[:, prompt_len - 1 : -1].float() / temperature
+    rows, width = input_ids.shape
+    pads = (~attn_mask[:, :prompt_len].bool()).sum(dim=1, keepdim=True)  # [N, 1] left pads per row
+    steps = torch.arange(width, device=input_ids.device)
+    rotated = input_ids.gather(1, (steps[None, :] + pads) % width)
+    logits = model(rotated)
+    completion = steps[None, : width - prompt_len]
+    before_each = prompt_len - pads - 1 + completion  # [N, C]: the logits that predict each completion token
+    logits = logits.gather(1, before_each[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature
     targets = input_ids[:, prompt_len:]
     return -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
 

@@ -234,3 +234,22 @@ def test_real_gsm8k_test_file_gold_solutions_earn_math_answer(tmp_path, rl_token
     wrong = [g.rsplit("#### ", 1)[0] + "#### " + str(int(g.rsplit("#### ", 1)[1].replace(",", "")) + 1) for g in gold]
     total, _ = reward(wrong, list(data.train_set))
     assert total == [0.0] * len(records)
+
+
+def test_completion_logps_builds_no_dense_mask(rl_model_cfg, monkeypatch):
+    """Scoring a left-padded rollout calls SDPA's causal kernel with no [N, 1, T, T] mask."""
+    import torch.nn.functional as F
+
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, is_causal=False, **kw):
+        calls.append((attn_mask, is_causal))
+        return sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    model = build_model(ModelConfig(**rl_model_cfg)).eval()
+    ids, attn, _, width = pack_rollout([[5, 6, 7, 8], [9]], [[1, 2], [3, 4, 5]], pad_id=0)
+    with torch.no_grad():
+        completion_logps(model, ids, attn, width)
+    assert calls and all(mask is None and causal for mask, causal in calls)
