@@ -1,7 +1,7 @@
 """The two programs of HumanEval scoring and the data-only wire format between them.
 
 Stdlib only: the evaluator runs this file by path (`python -I code_protocol.py untrusted|trusted
-...`), so neither child imports lmforge. See `lmforge.eval.code_check` for the process wiring.
+...`), so neither child imports lmforge. See `lmforge.sandbox.check_completion` for the process wiring.
 
 - `untrusted_main` runs inside the sandbox with the prompt + completion. It reads call requests
   (arguments) on stdin, calls the entry point and writes each result, encoded, on stdout. It is

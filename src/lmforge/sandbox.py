@@ -12,9 +12,12 @@ stops, with the test that shows it):
    process the sample forked, including ones that called setsid().
 2. `unshare`: user, network, PID (with its own /proc: `--mount-proc`) and mount namespaces. The
    sample's /tmp is a size-limited tmpfs holding its work dir; /dev/shm is a small tmpfs;
-   /var/tmp, /run and the evaluator's $HOME are covered by empty read-only mounts. The sample
-   runs with no capabilities, so it cannot unmount any of that. The rest of the host filesystem
-   stays visible (read-only to a throw-away uid), which is why bwrap comes first.
+   /var/tmp, /run, the evaluator's $HOME and every top-level directory but the interpreter's
+   (`UNSHARE_VISIBLE`: /usr, /etc, /lib, ...) are covered by empty read-only mounts, so /work,
+   /root, /home, /opt and the like (checkpoints, benchmark files holding the solutions, keys)
+   are not readable. The sample runs with no capabilities, so it cannot unmount any of that.
+   /etc and the system directories stay visible (read-only to a throw-away uid), which is why
+   bwrap comes first.
 3. rlimits only: refused for untrusted code unless `allow_rlimits=true`: no namespaces, no disk
    quota; as root, every process of the sample's throw-away uid is killed afterwards.
 
@@ -186,23 +189,49 @@ def _prlimit_prefix(cfg: SandboxConfig) -> list[str]:
     ]
 
 
+# Top-level host directories the sample keeps under unshare (read-only to it): what an interpreter
+# needs. Every other top-level directory (/home, /root, /work, /opt, /srv, /var, /run, /mnt, ...,
+# where checkpoints, benchmark files with their solutions and keys live) is covered by an empty
+# read-only tmpfs, unless it holds one of `read_only_paths`.
+UNSHARE_VISIBLE = ("bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "sys", "tmp", "usr")
+
 # Runs inside unshare's namespaces as root of the new user namespace, then execs the sample with
 # no capabilities left (so it cannot unmount what hides the host). $1 work dir, $2 /tmp size (MiB),
-# $3 /dev/shm size (MiB), $4 the evaluator's home; the rest is the command.
+# $3 /dev/shm size (MiB), $4 the evaluator's home, $5 the top-level directories to cover
+# (colon-separated); the rest is the command.
 UNSHARE_SETUP = r"""set -e
-work=$1; tmp_mb=$2; shm_mb=$3; home=$4; shift 4
+work=$1; tmp_mb=$2; shm_mb=$3; home=$4; hide=$5; shift 5
 cd "$work"  # the cwd keeps the host work dir reachable after /tmp is covered
 mount -t tmpfs -o "size=${tmp_mb}m,mode=1777" lmforge-tmp /tmp
 mkdir /tmp/work
 cp -p ./* /tmp/work/
 if [ -d "$work" ]; then mount --bind /tmp/work "$work"; fi
 mount -t tmpfs -o "size=${shm_mb}m,mode=1777" lmforge-shm /dev/shm
-for dir in /var/tmp /run "$home"; do
-  if [ -d "$dir" ] && [ "$dir" != / ]; then mount -t tmpfs -o ro,size=4k,mode=0555 lmforge-hidden "$dir"; fi
+IFS=:
+for dir in /var/tmp /run "$home" $hide; do
+  if [ -d "$dir" ] && [ ! -L "$dir" ] && [ "$dir" != / ]; then
+    mount -t tmpfs -o ro,size=4k,mode=0555 lmforge-hidden "$dir"
+  fi
 done
+unset IFS
 cd /tmp/work
 exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "$@"
 """
+
+
+def _unshare_hidden(cfg: SandboxConfig) -> list[str]:
+    """The top-level host directories covered under unshare (`UNSHARE_VISIBLE` stays, and so does
+    any directory holding one of `read_only_paths` or the interpreter)."""
+    kept = set(UNSHARE_VISIBLE)
+    for path in [*cfg.read_only_paths, cfg.python]:
+        parts = Path(path).resolve().parts
+        if len(parts) > 1:
+            kept.add(parts[1])
+    hidden = []
+    for entry in sorted(Path("/").iterdir()):
+        if entry.name not in kept and entry.is_dir() and not entry.is_symlink() and ":" not in entry.name:
+            hidden.append(str(entry))
+    return hidden
 
 
 def _bwrap_root_links() -> list[str]:
@@ -241,7 +270,9 @@ def _command(isolation: str, cfg: SandboxConfig, workdir: Path, args: list[str] 
         cmd = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child"]
         cmd += ["--mount-proc", "--propagation", "private"]
         home = os.path.expanduser("~")
-        return cmd + ["/bin/sh", "-c", UNSHARE_SETUP, "sh", str(workdir), str(work_mb), str(cfg.shm_mb), home, *python]
+        hide = ":".join(_unshare_hidden(cfg))
+        setup = [str(workdir), str(work_mb), str(cfg.shm_mb), home, hide]
+        return cmd + ["/bin/sh", "-c", UNSHARE_SETUP, "sh", *setup, *python]
     return python
 
 

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -112,6 +113,55 @@ def test_host_tmp_shm_vartmp_and_home_are_not_writable(mode):
     finally:
         for target in targets:
             target.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_benchmark_solutions_and_project_files_are_not_readable(mode, benchmarks):
+    """unshare once let a sample read the HumanEval file, canonical solutions included, and so
+    copy the answer; the project tree (checkpoints, configs) was readable too."""
+    humaneval = (benchmarks / "humaneval" / "HumanEval.jsonl.gz").resolve()
+    project = Path(__file__).resolve().parents[3] / "README.md"
+    assert humaneval.exists() and project.exists()
+    code = (
+        "import os\n"
+        f"for path in ({str(humaneval)!r}, {str(project)!r}):\n"
+        "    try:\n"
+        "        print('READ', path, len(open(path, 'rb').read()))\n"
+        "    except OSError as err:\n"
+        "        print('DENIED', path, type(err).__name__)\n"
+        f"for top in {sorted({humaneval.parts[1], project.parts[1], 'root', 'home'})!r}:\n"
+        "    try:\n"
+        "        print('LIST', top, os.listdir('/' + top))\n"
+        "    except OSError as err:\n"
+        "        print('DENIED', top, type(err).__name__)\n"
+    )
+    result = run_python(code, _cfg(mode))
+    assert result.status == "passed", result.stderr
+    assert not [line for line in result.stdout.splitlines() if line.startswith("READ ")], result.stdout
+    assert all(line.endswith("[]") or line.startswith("DENIED") for line in result.stdout.splitlines()), result.stdout
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_sample_cannot_kill_the_evaluator_or_its_other_processes(mode):
+    """The sample signals its parent, every pid it can name on the host and -1 (all it may reach)."""
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        code = (
+            "import os, signal\n"
+            f"for pid in (os.getppid(), {os.getpid()}, {bystander.pid}, -1):\n"
+            "    try:\n"
+            "        os.kill(pid, signal.SIGKILL)\n"
+            "        print('SENT', pid)\n"
+            "    except OSError as err:\n"
+            "        print('REFUSED', pid, type(err).__name__)\n"
+        )
+        result = run_python(code, _cfg(mode))
+        time.sleep(0.2)
+        assert bystander.poll() is None, result.stdout  # the evaluator's other process lives
+        # (this test process is the evaluator: it is still running this line)
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 @pytest.mark.parametrize("mode", MODES)
