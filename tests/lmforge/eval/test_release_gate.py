@@ -214,3 +214,27 @@ def test_stats_come_from_the_per_item_scores():
     he = task_stats("humaneval", [{"passed": [True, False, False, False]}, {"passed": [True] * 4}], {"pass@1": 0.625})
     assert he["pass@1"]["mean"] == pytest.approx(0.625) and he["pass@1"]["interval"] == "normal"
     assert drop_p_value(0.5, 0.01, 0.5, 0.01) == pytest.approx(0.5)
+
+
+def test_a_named_base_model_report_is_the_baseline_drops_are_measured_against(lineage, tmp_path):
+    """`baseline_report=<dir>` (a Hub base model's report, outside the lineage) replaces the
+    inherited baseline: a fine-tune that keeps its parent's score but sits well below the named
+    base model fails against it, and the same fine-tune passes without that baseline."""
+    from lmforge.eval.runner import _comparisons
+
+    pre, sft, _ = lineage
+    base_model = _ckpt(tmp_path / "hub" / "model.ckpt", "pretrain", None)
+    write_report(tmp_path / "r_hub", _report(base_model, _with(mmlu__acc=(0.450, 14042))))
+    write_report(tmp_path / "r_pre", _report(pre, _with(mmlu__acc=(0.300, 14042))))
+    cfg = {"ckpt": str(sft), "parent_report": str(tmp_path / "r_pre")}
+    inherited = _comparisons(cfg, {}, checkpoint_lineage(sft))
+    named = _comparisons({**cfg, "baseline_report": str(tmp_path / "r_hub")}, {}, checkpoint_lineage(sft))
+    assert inherited["baseline"]["report"] == str(tmp_path / "r_pre")  # the lineage's root by default
+    assert named["baseline"]["report"] == str(tmp_path / "r_hub") and named["baseline"]["named"]
+    assert named["baseline"]["checkpoint_sha256"] == checkpoint_sha256(base_model)[1]
+    assert named["parent"]["report"] == str(tmp_path / "r_pre")
+    child = _with(mmlu__acc=(0.300, 14042))
+    assert evaluate_release(_report(sft, child, **inherited), POLICY).passed
+    verdict = evaluate_release(_report(sft, child, **named), POLICY)
+    assert not verdict.passed
+    assert [(c.metric, c.against) for c in verdict.checks if not c.passed] == [("mmlu.acc", "baseline")]
