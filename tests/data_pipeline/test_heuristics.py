@@ -112,3 +112,45 @@ def test_documented_differences_from_datatrove():
     assert gopher_quality(punctuated, GopherQualityConfig()) is None
     assert fineweb_filter(text, FineWebConfig(count_symbol_lines=True)) == "fineweb_dup_line_chars"
     assert fineweb_filter(text, FineWebConfig()) != "fineweb_dup_line_chars"
+
+
+def api_reference(rng: random.Random) -> str:
+    """An API reference page: every function's entry repeats the same parameter and error sentences."""
+    entries = []
+    for name in ("open", "close", "read", "write", "seek", "stat", "sync", "truncate"):
+        entries += [
+            f"The fs.{name}() method is described here. {prose_doc(rng, 3).replace(chr(10), ' ')}",
+            "If options is a string, then it specifies the encoding of the file.",
+            "A TypeError is thrown if path is not a string or a buffer.",
+        ]
+    return "\n".join(entries)
+
+
+def test_documentation_profile_exempts_only_the_named_repetition_rules():
+    """Pages under a documentation URL skip the within-page repetition rules named in
+    heuristics.documentation.exempt (docs/curation.md); every other rule still applies to them."""
+    page = api_reference(random.Random(2))
+    web = Document(id="a", text=page, source="", domain="web", url="https://example.com/blog/fs")
+    docs = Document(id="b", text=page, source="", domain="web", url="https://docs.example.org/api/fs.html")
+    local = Document(id="c", text=page, source="", domain="web", url="file:///usr/share/doc/node/fs.html")
+    default = HeuristicFilter(HeuristicsConfig())
+    removed = default(web)  # a repetition rule, as on any web page
+    assert removed == "gopher_dup_lines"
+    assert "heuristics_profile" not in web.metadata
+    assert default(local) == removed  # a local path says nothing about the page
+    assert default(docs) is None and docs.metadata["heuristics_profile"] == "documentation"
+    # The profile is not a way around the quality rules: a short page under the same URL still goes.
+    assert default(Document(id="d", text="Home\nDocs", source="", domain="web", url=docs.url)) == "gopher_word_count"
+    # Off with an empty pattern (FineWeb's behaviour on every page); unknown rule names fail at start.
+    off = HeuristicsConfig()
+    off.documentation.pattern = ""
+    docs2 = Document(id="e", text=page, source="", domain="web", url=docs.url)
+    assert HeuristicFilter(off)(docs2) == removed
+    narrow = HeuristicsConfig()
+    narrow.documentation.exempt = ["fineweb_dup_line_chars"]
+    docs3 = Document(id="f", text=page, source="", domain="web", url=docs.url)
+    assert HeuristicFilter(narrow)(docs3) == "gopher_dup_lines"  # not exempted: still removes it
+    typo = HeuristicsConfig()
+    typo.documentation.exempt = ["gopher_dup_5grams"]
+    with pytest.raises(ValueError, match="gopher_dup_5grams"):
+        HeuristicFilter(typo)
