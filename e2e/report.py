@@ -21,7 +21,7 @@ from e2e.report_html import write_html  # noqa: E402
 from e2e.runner import StepResult  # noqa: E402
 from e2e.stage_claims import check_all, markdown_rows, read_safety_items  # noqa: E402
 from e2e.stage_plot import plot_claims, plot_stages  # noqa: E402
-from e2e.steps import BRANCHES, CHECKPOINTS  # noqa: E402
+from e2e.steps import BRANCHES, CHECKPOINTS, RL_CLAIM_CHECKPOINTS  # noqa: E402
 from lmforge.formats.eval_report import REPORT_FILE, read_report  # noqa: E402
 
 
@@ -191,6 +191,7 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
     tokenizer = _json(out / "tokenizer" / "manifest.json") or {}
     curves = read_curve(out / "pretrain" / "csv" / "metrics.csv")
     tasks = {name: _json(out / "tasks" / name / "report.json") for name in CHECKPOINTS}
+    rl_kind = {name: _json(out / "tasks_rl_kind" / name / "report.json") for name in RL_CLAIM_CHECKPOINTS}
     evaluated = (*CHECKPOINTS, *BRANCHES)
     evals = {
         name: read_report(out / "eval" / name) if (out / "eval" / name / REPORT_FILE).exists() else None
@@ -254,7 +255,17 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
             f"{_fmt(t.get('margin'))} | {_fmt(t.get('pair_accuracy'))} |"
         )
 
-    claims = check_all(tasks, safety)
+    claims = check_all(tasks, safety, rl_kind)
+    if all(rl_kind.values()):
+        kind = (rl_kind["rl"].get("config") or {}).get("kind")
+        lines += [
+            "",
+            f"RL trains on one task kind ({kind}); its claim is tested on held-out items of that kind: "
+            + ", ".join(
+                f"{name} {_fmt(r.get('accuracy'))} (n={r.get('n')})" for name, r in rl_kind.items() if r is not None
+            )
+            + ".",
+        ]
     lines += [
         "",
         "Each stage against its parent on the same held-out items (paired: exact sign test on the items "
@@ -338,6 +349,7 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
         "steps": [{"name": r.name, "status": r.status, "seconds": r.seconds} for r in results],
         "tokenizer": tokenizer,
         "tasks": tasks,
+        "tasks_rl_kind": rl_kind,
         "stage_claims": claims,
         "eval_metrics": {n: (e or {}).get("metrics") for n, e in evals.items()},
         "gate": verdict,

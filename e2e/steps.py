@@ -17,6 +17,8 @@ def _has_stage(name: str) -> bool:
 
 # The checkpoints the report compares, in lineage order (a stage this checkout lacks is left out).
 CHECKPOINTS = ("pretrain", "sft", "dpo") + (("rl",) if _has_stage("rl") else ())
+# RL and its parent, scored on held-out items of the task kind RL trains on (e2e/stage_claims.py).
+RL_CLAIM_CHECKPOINTS = ("dpo", "rl")
 # Checkpoints trained off that chain, each with its parent in it: evaluated against the parent's
 # report, never exported (the export stays the chain's last checkpoint).
 BRANCHES = {"cai": "sft"} if _has_stage("cai") else {}
@@ -102,17 +104,15 @@ def build_steps(cfg: DictConfig) -> list[Step]:
         ),
     ]
     if "rl" in CHECKPOINTS:
-        # Reasoning RL with the verifiable task reward on unit conversions (conf/experiment/rl_tasks.yaml:
-        # the generated kind where the tiny model already samples some right answers).
-        # A short pass from a weak parent: a low lr keeps the answer format (60 steps at the
-        # experiment's 2e-4 lowered the format rate to 0.82 here).
+        # Reasoning RL with the verifiable task reward (conf/experiment/rl_tasks.yaml) on one task kind
+        # where the SFT model already gets about half right, so each group's rewards differ.
         steps.append(
             train(
                 "rl",
                 "dpo",
                 cfg.steps.rl,
                 "experiment=rl_tasks",
-                "optim.lr=5e-5",
+                f"datamodule.tasks.kind={cfg.rl_task_kind}",
                 f"trainer.val_check_interval={cfg.steps.rl}",
             )
         )
@@ -160,6 +160,23 @@ def build_steps(cfg: DictConfig) -> list[Step]:
                 description=f"held-out task accuracy of {name}",
             )
         )
+        if "rl" in CHECKPOINTS and name in RL_CLAIM_CHECKPOINTS:
+            # RL's claim is tested on the kind it trains on, with as many held-out items as there are.
+            steps.append(
+                Step(
+                    f"tasks_rl_kind_{name}",
+                    _python(
+                        "scripts/eval_tasks.py",
+                        f"ckpt={out / name}",
+                        f"n={cfg.rl_eval_n}",
+                        f"kind={cfg.rl_task_kind}",
+                        f"out={out / 'tasks_rl_kind' / name / 'report.json'}",
+                    ),
+                    out / "tasks_rl_kind" / name,
+                    parents=[name],
+                    description=f"held-out {cfg.rl_task_kind} accuracy of {name} (the RL claim)",
+                )
+            )
         previous = name
     # A branch (CAI from SFT) gets the same suite against its parent's report: its safety items
     # are paired with the parent's in the report's claims (e2e/stage_claims.py). No held-out task

@@ -19,6 +19,7 @@ MINIMAL = [
     "steps.cai_prompts=2",
     "steps.cai_train=2",
     "eval_tasks_n=4",
+    "rl_eval_n=4",
     "wandb=false",
 ]
 
@@ -49,6 +50,8 @@ def test_pipeline_artifacts_lineage_and_rerun(tmp_path):
     for name in CHECKPOINTS:
         assert (out / "eval" / name / "report.json").exists()
         assert (out / "tasks" / name / "report.json").exists()
+    for name in ("dpo", "rl"):
+        assert (out / "tasks_rl_kind" / name / "report.json").exists()
 
     tokenizer_fp = json.loads((out / "tokenizer" / "manifest.json").read_text())["fingerprint"]
     assert json.loads((out / "shards" / "manifest.json").read_text())["tokenizer_fingerprint"] == tokenizer_fp

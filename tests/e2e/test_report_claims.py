@@ -69,6 +69,18 @@ def run_dir(tmp_path) -> Path:
     for name, report in {"pretrain": pre, "sft": sft, "dpo": dpo, "rl": rl}.items():
         (tmp_path / "tasks" / name).mkdir(parents=True)
         (tmp_path / "tasks" / name / "report.json").write_text(json.dumps(report))
+    # RL's own task kind: 300 items, RL fixes 24 of DPO's misses and breaks 4 of its hits.
+    dpo_kind = task_report([int(i % 2 == 0) for i in range(300)], [1] * 300, [1.0] * 300)
+    rl_kind = task_report(list(dpo_kind["items"]["correct"]), [1] * 300, [1.0] * 300)
+    for i in range(24):
+        rl_kind["items"]["correct"][2 * i + 1] = 1
+    for i in range(4):
+        rl_kind["items"]["correct"][2 * i + 100] = 0
+    for name, report in {"dpo": dpo_kind, "rl": rl_kind}.items():
+        report["accuracy"] = sum(report["items"]["correct"]) / 300
+        report["config"] = {"kind": "unit_conversion"}
+        (tmp_path / "tasks_rl_kind" / name).mkdir(parents=True)
+        (tmp_path / "tasks_rl_kind" / name / "report.json").write_text(json.dumps(report))
     # SFT refuses 2 red-team prompts and over-refuses 1 benign one; CAI refuses 18 red-team prompts.
     write_eval(tmp_path, "sft", {*HARMFUL[:2], BENIGN[0]})
     write_eval(tmp_path, "cai", {*HARMFUL[:18], BENIGN[0]})
@@ -79,16 +91,23 @@ def test_claims_are_paired_tests_and_a_flat_stage_is_flagged(run_dir):
     tasks = {
         n: json.loads((run_dir / "tasks" / n / "report.json").read_text()) for n in ("pretrain", "sft", "dpo", "rl")
     }
-    rows = {(r["stage"], r["metric"]): r for r in check_all(tasks)}
+    rl_kind = {n: json.loads((run_dir / "tasks_rl_kind" / n / "report.json").read_text()) for n in ("dpo", "rl")}
+    rows = {(r["stage"], r["metric"]): r for r in check_all(tasks, None, rl_kind)}
     assert rows[("sft", "held-out task accuracy")]["verdict"] == "significant gain"
     assert rows[("sft", "answer format rate")]["verdict"] == "significant gain"
     assert rows[("dpo", "chosen - rejected log-prob margin")]["verdict"] == "significant gain"
-    rl = rows[("rl", "verifiable accuracy")]
-    assert rl["verdict"] == "no significant gain" and rl["alpha"] == 0.01 and rl["n"] == N
-    tasks["rl"]["items"]["task_id"] = list(reversed(tasks["rl"]["items"]["task_id"]))
+    # RL's claim is read from its own task kind (24 fixed, 4 broken of 300: p < 0.01) ...
+    rl = rows[("rl", "verifiable accuracy on RL's task kind")]
+    assert rl["verdict"] == "significant gain" and rl["alpha"] == 0.01 and rl["n"] == 300 and rl["p"] < 0.01
+    # ... and the flat mixed-task result is reported beside it, flagged, not hidden.
+    mixed = rows[("rl", "held-out task accuracy, all kinds")]
+    assert mixed["verdict"] == "no significant gain" and mixed["holds"] is False and mixed["n"] == N
+    rl_kind["rl"]["items"]["task_id"] = list(reversed(rl_kind["rl"]["items"]["task_id"]))
+    rows = {(r["stage"], r["metric"]): r for r in check_all(tasks, None, rl_kind)}
+    assert rows[("rl", "verifiable accuracy on RL's task kind")]["verdict"] == "untested"
+    assert "different items" in rows[("rl", "verifiable accuracy on RL's task kind")]["reason"]
     rows = {(r["stage"], r["metric"]): r for r in check_all(tasks)}
-    assert rows[("rl", "verifiable accuracy")]["verdict"] == "untested"
-    assert "different items" in rows[("rl", "verifiable accuracy")]["reason"]
+    assert rows[("rl", "verifiable accuracy on RL's task kind")]["reason"] == "no task report on RL's task kind for dpo"
 
 
 def test_cai_refusing_more_red_team_prompts_is_a_significant_gain(run_dir):
@@ -160,7 +179,12 @@ def test_report_html_renders_in_a_browser_with_the_plot_embedded(run_dir):
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: run scripts/setup.sh (installs Debian's chromium)"
     build_report(run_dir, [StepResult("pretrain", "ran", 1.0, run_dir / "pretrain")])
     md = (run_dir / "report.md").read_text()
-    assert "**no significant gain** (alpha 0.01)" in md and "![stage gains](stage_gains.png)" in md
+    assert "![stage gains](stage_gains.png)" in md
+    assert "| rl | dpo | verifiable accuracy on RL's task kind | 300 | 0.500 | 0.567 |" in md
+    assert (
+        "| rl | dpo | held-out task accuracy, all kinds | 200 |" in md and "**no significant gain** (alpha 0.05)" in md
+    )
+    assert "RL trains on one task kind (unit_conversion)" in md
     assert "| cai | sft | refusal rate on red-team prompts | 25 | 0.080 | 0.720 |" in md
     assert "| cai | sft | over-refusal on benign prompts (must not rise) | 25 | 0.040 | 0.040 |" in md
     assert "![cai claims](cai_claims.png)" in md

@@ -55,3 +55,21 @@ def test_cai_is_evaluated_against_sft_and_nothing_else_moves(tmp_path):
     assert not any(
         str(tmp_path / "cai") in a for s in steps.values() if s.name not in ("cai", "eval_cai") for a in s.command
     )
+
+
+def test_rl_is_trained_and_judged_on_one_task_kind(tmp_path):
+    """RL trains on `rl_task_kind`; its parent and it are scored on `rl_eval_n` held-out items of
+    that kind, the items its claim is tested on."""
+    steps = plan(tmp_path)
+    assert "experiment=rl_tasks" in steps["rl"].command
+    assert args(steps["rl"])["datamodule.tasks.kind"] == "unit_conversion"
+    for name in ("dpo", "rl"):
+        step = steps[f"tasks_rl_kind_{name}"]
+        assert step.parents == [name] and "scripts/eval_tasks.py" in step.command
+        assert args(step) == {
+            "ckpt": str(tmp_path / name),
+            "n": "300",
+            "kind": "unit_conversion",
+            "out": str(tmp_path / "tasks_rl_kind" / name / "report.json"),
+        }
+    assert not [s for s in steps if s.startswith("tasks_rl_kind_") and s[14:] not in ("dpo", "rl")]
