@@ -127,6 +127,25 @@ def test_force_exports_a_failed_checkpoint_and_records_it(memorised_checkpoint, 
     assert any("insufficient n" in r for r in gate["reasons"])
 
 
+def test_force_without_a_report_exports_as_a_recorded_skip_and_the_lineage_says_so(memorised_checkpoint, tmp_path):
+    """force=true with no gate_report is a skip by another name: recorded as such, never as passed.
+    `gate_summary` is the word the W&B export artifact's lineage carries."""
+    from serving.export import gate_summary
+
+    gate = _gate(run_export(_cfg(memorised_checkpoint.path, tmp_path, force=True, gate_reason="bring-up")))
+    assert gate["skipped"] is True and gate["by"] == "force=true" and gate["reason"] == "bring-up"
+    assert gate["checked"] is False and "passed" not in gate
+    assert gate_summary(gate) == "skipped"
+    report = _bound_report(tmp_path / "eval", memorised_checkpoint.path, dict(PASSING, **{"mmlu.acc": (0.5, 12)}))
+    forced = _gate(run_export(_cfg(memorised_checkpoint.path, tmp_path / "f", gate_report=str(report), force=True)))
+    assert gate_summary(forced) == "forced"
+    passing = _bound_report(tmp_path / "eval_ok", memorised_checkpoint.path, PASSING)
+    assert (
+        gate_summary(_gate(run_export(_cfg(memorised_checkpoint.path, tmp_path / "p", gate_report=str(passing)))))
+        == "passed"
+    )
+
+
 def test_gate_skip_with_a_report_records_what_the_gate_would_have_said(memorised_checkpoint, tmp_path):
     """The main job's export: skipped explicitly, with the final report's verdict kept for the record."""
     report = _bound_report(tmp_path / "eval", memorised_checkpoint.path, dict(PASSING, **{"mmlu.acc": (0.5, 12)}))

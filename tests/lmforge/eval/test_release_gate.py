@@ -238,3 +238,22 @@ def test_a_named_base_model_report_is_the_baseline_drops_are_measured_against(li
     verdict = evaluate_release(_report(sft, child, **named), POLICY)
     assert not verdict.passed
     assert [(c.metric, c.against) for c in verdict.checks if not c.passed] == [("mmlu.acc", "baseline")]
+
+
+def test_the_suite_hash_changes_with_options_data_and_limit_but_not_the_path(tmp_path):
+    """What a report is bound to besides the checkpoint: the suite's options, its data's content
+    (not where it lies) and the global limit."""
+    from lmforge.eval.binding import suite_sha256
+
+    data = tmp_path / "a" / "test.jsonl"
+    data.parent.mkdir()
+    data.write_text('{"q": 1}\n')
+    moved = tmp_path / "b" / "test.jsonl"
+    moved.parent.mkdir()
+    moved.write_text(data.read_text())
+    base = suite_sha256({"gsm8k": {"path": str(data), "num_fewshot": 5}}, {}, None)
+    assert suite_sha256({"gsm8k": {"path": str(moved), "num_fewshot": 5}}, {}, None) == base
+    assert suite_sha256({"gsm8k": {"path": str(data), "num_fewshot": 1}}, {}, None) != base
+    assert suite_sha256({"gsm8k": {"path": str(data), "num_fewshot": 5}}, {}, 12) != base
+    moved.write_text('{"q": 2}\n')
+    assert suite_sha256({"gsm8k": {"path": str(moved), "num_fewshot": 5}}, {}, None) != base
