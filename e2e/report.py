@@ -192,6 +192,7 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
     curves = read_curve(out / "pretrain" / "csv" / "metrics.csv")
     tasks = {name: _json(out / "tasks" / name / "report.json") for name in CHECKPOINTS}
     rl_kind = {name: _json(out / "tasks_rl_kind" / name / "report.json") for name in RL_CLAIM_CHECKPOINTS}
+    ppl = _json(out / "ppl" / "report.json")
     evaluated = (*CHECKPOINTS, *BRANCHES)
     evals = {
         name: read_report(out / "eval" / name) if (out / "eval" / name / REPORT_FILE).exists() else None
@@ -238,6 +239,11 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
             f"- held-out loss {val[0][1]:.3f} (step {val[0][0]}) -> {val[-1][1]:.3f} (step {val[-1][0]}), "
             f"held-out perplexity {math.exp(val[-1][1]):.1f}"
         )
+    if ppl:
+        lines.append(
+            f"- held-out perplexity on {ppl.get('n')} validation sequences: {_fmt(ppl.get('ppl_init'), 1)} untrained "
+            f"-> {_fmt(ppl.get('ppl'), 1)} pretrained (paired per sequence in section 4)"
+        )
     if plot_loss(curves, out / "pretrain_loss.png"):
         lines += ["", "![pretraining loss](pretrain_loss.png)"]
     lines.append("")
@@ -255,7 +261,7 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
             f"{_fmt(t.get('margin'))} | {_fmt(t.get('pair_accuracy'))} |"
         )
 
-    claims = check_all(tasks, safety, rl_kind)
+    claims = check_all(tasks, safety, rl_kind, ppl)
     if all(rl_kind.values()):
         kind = (rl_kind["rl"].get("config") or {}).get("kind")
         lines += [
@@ -350,6 +356,7 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
         "tokenizer": tokenizer,
         "tasks": tasks,
         "tasks_rl_kind": rl_kind,
+        "ppl": ppl,
         "stage_claims": claims,
         "eval_metrics": {n: (e or {}).get("metrics") for n, e in evals.items()},
         "gate": verdict,

@@ -2,6 +2,7 @@
 
 | stage | claim                                   | outcome per item                 | items                 | alpha |
 |-------|-----------------------------------------|----------------------------------|-----------------------|-------|
+| pretrain | held-out text more likely than untrained | mean log-likelihood per token | validation sequences (all) | 0.05 |
 | sft   | answers in the format, and correctly    | formatted, correct               | held-out tasks (200)  | 0.05  |
 | dpo   | prefers chosen over rejected more       | chosen - rejected logp           | held-out tasks (200)  | 0.05  |
 | rl    | more verifiable answers right           | correct                          | RL's task kind (300)  | 0.01  |
@@ -51,10 +52,13 @@ class Claim:
     alpha: float
     what: str
     direction: str = "gain"  # "gain": must rise significantly; "no_rise": must not rise significantly
-    items: str = "tasks"  # "tasks": the mixed held-out tasks; "rl_kind": held-out items of RL's task kind
+    # "tasks": the mixed held-out tasks; "rl_kind": held-out items of RL's task kind; "ppl": held-out
+    # validation sequences under the pretrained and the untrained model (scripts/eval_ppl.py)
+    items: str = "tasks"
 
 
 CLAIMS = (
+    Claim("pretrain", "init", "loglik", ALPHA, "held-out log-likelihood per token", items="ppl"),
     Claim("sft", "pretrain", "formatted", ALPHA, "answer format rate"),
     Claim("sft", "pretrain", "correct", ALPHA, "held-out task accuracy"),
     Claim("dpo", "sft", "pair_margins", ALPHA, "chosen - rejected log-prob margin"),
@@ -106,8 +110,15 @@ def check_claim(
     tasks: dict[str, dict | None],
     safety: dict[str, list[dict] | None] | None = None,
     rl_kind: dict[str, dict | None] | None = None,
+    ppl: dict | None = None,
 ) -> tuple[PairedResult | None, str]:
     """(result, "") or (None, why it could not be tested)."""
+    if claim.items == "ppl":
+        items = (ppl or {}).get("items") or {}
+        before, after = items.get("loglik_init"), items.get("loglik")
+        if not before or not after or len(before) != len(after):
+            return None, "no per-sequence held-out log-likelihoods (scripts/eval_ppl.py report)"
+        return paired_continuous(claim.what, before, after, claim.alpha), ""
     if claim.items == "rl_kind":
         tasks = rl_kind or {}
     if claim.metric.startswith(SAFETY):
@@ -141,13 +152,14 @@ def check_all(
     tasks: dict[str, dict | None],
     safety: dict[str, list[dict] | None] | None = None,
     rl_kind: dict[str, dict | None] | None = None,
+    ppl: dict | None = None,
 ) -> list[dict]:
     """One row per claim: stage, parent, the PairedResult fields (with `holds`: whether the claim
     held) or `untested` with the reason. `safety`: each checkpoint's `read_safety_items`;
-    `rl_kind`: dpo's and rl's task reports on RL's own task kind."""
+    `rl_kind`: dpo's and rl's task reports on RL's own task kind; `ppl`: scripts/eval_ppl.py's report."""
     rows = []
     for claim in CLAIMS:
-        result, why = check_claim(claim, tasks, safety, rl_kind)
+        result, why = check_claim(claim, tasks, safety, rl_kind, ppl)
         row = {
             "stage": claim.stage,
             "parent": claim.parent,

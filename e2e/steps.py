@@ -94,6 +94,18 @@ def build_steps(cfg: DictConfig) -> list[Step]:
             f"data.corpus_dir={corpus}",
             f"model.max_seq_len={cfg.seq_len}",
         ),
+        Step(
+            "ppl_pretrain",
+            _python(
+                "scripts/eval_ppl.py",
+                f"ckpt={out / 'pretrain'}",
+                f"shards={shards}",
+                f"out={out / 'ppl' / 'report.json'}",
+            ),
+            out / "ppl",
+            parents=["pretrain"],
+            description="held-out log-likelihood, pretrained vs untrained, per sequence",
+        ),
         train("sft", "pretrain", cfg.steps.sft, "experiment=sft_tiny"),
         train(
             "dpo",

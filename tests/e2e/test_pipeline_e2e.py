@@ -52,6 +52,8 @@ def test_pipeline_artifacts_lineage_and_rerun(tmp_path):
         assert (out / "tasks" / name / "report.json").exists()
     for name in ("dpo", "rl"):
         assert (out / "tasks_rl_kind" / name / "report.json").exists()
+    ppl = json.loads((out / "ppl" / "report.json").read_text())
+    assert ppl["n"] == len(ppl["items"]["loglik"]) == len(ppl["items"]["loglik_init"]) > 0
 
     tokenizer_fp = json.loads((out / "tokenizer" / "manifest.json").read_text())["fingerprint"]
     assert json.loads((out / "shards" / "manifest.json").read_text())["tokenizer_fingerprint"] == tokenizer_fp

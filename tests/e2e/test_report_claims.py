@@ -69,6 +69,12 @@ def run_dir(tmp_path) -> Path:
     for name, report in {"pretrain": pre, "sft": sft, "dpo": dpo, "rl": rl}.items():
         (tmp_path / "tasks" / name).mkdir(parents=True)
         (tmp_path / "tasks" / name / "report.json").write_text(json.dumps(report))
+    # Held-out sequences: pretraining raised 80 of 82 sequences' log-likelihood.
+    init = [-8.3 + rng.gauss(0, 0.05) for _ in range(82)]
+    trained = [x + 3.9 if i >= 2 else x - 0.1 for i, x in enumerate(init)]
+    (tmp_path / "ppl").mkdir()
+    ppl = {"n": 82, "ppl": 84.6, "ppl_init": 4198.5, "items": {"loglik": trained, "loglik_init": init}}
+    (tmp_path / "ppl" / "report.json").write_text(json.dumps(ppl))
     # RL's own task kind: 300 items, RL fixes 24 of DPO's misses and breaks 4 of its hits.
     dpo_kind = task_report([int(i % 2 == 0) for i in range(300)], [1] * 300, [1.0] * 300)
     rl_kind = task_report(list(dpo_kind["items"]["correct"]), [1] * 300, [1.0] * 300)
@@ -92,7 +98,11 @@ def test_claims_are_paired_tests_and_a_flat_stage_is_flagged(run_dir):
         n: json.loads((run_dir / "tasks" / n / "report.json").read_text()) for n in ("pretrain", "sft", "dpo", "rl")
     }
     rl_kind = {n: json.loads((run_dir / "tasks_rl_kind" / n / "report.json").read_text()) for n in ("dpo", "rl")}
-    rows = {(r["stage"], r["metric"]): r for r in check_all(tasks, None, rl_kind)}
+    ppl = json.loads((run_dir / "ppl" / "report.json").read_text())
+    rows = {(r["stage"], r["metric"]): r for r in check_all(tasks, None, rl_kind, ppl)}
+    pre = rows[("pretrain", "held-out log-likelihood per token")]
+    assert pre["parent"] == "init" and pre["n"] == 82 and pre["verdict"] == "significant gain" and pre["p"] < 1e-15
+    assert pre["gain"] == pytest.approx(3.9 * 80 / 82 - 0.1 * 2 / 82)
     assert rows[("sft", "held-out task accuracy")]["verdict"] == "significant gain"
     assert rows[("sft", "answer format rate")]["verdict"] == "significant gain"
     assert rows[("dpo", "chosen - rejected log-prob margin")]["verdict"] == "significant gain"
@@ -108,6 +118,10 @@ def test_claims_are_paired_tests_and_a_flat_stage_is_flagged(run_dir):
     assert "different items" in rows[("rl", "verifiable accuracy on RL's task kind")]["reason"]
     rows = {(r["stage"], r["metric"]): r for r in check_all(tasks)}
     assert rows[("rl", "verifiable accuracy on RL's task kind")]["reason"] == "no task report on RL's task kind for dpo"
+    assert rows[("pretrain", "held-out log-likelihood per token")]["verdict"] == "untested"
+    flat = {**ppl, "items": {"loglik": ppl["items"]["loglik_init"], "loglik_init": ppl["items"]["loglik_init"]}}
+    rows = {(r["stage"], r["metric"]): r for r in check_all(tasks, None, rl_kind, flat)}
+    assert rows[("pretrain", "held-out log-likelihood per token")]["verdict"] == "no significant gain"
 
 
 def test_cai_refusing_more_red_team_prompts_is_a_significant_gain(run_dir):
@@ -185,6 +199,8 @@ def test_report_html_renders_in_a_browser_with_the_plot_embedded(run_dir):
         "| rl | dpo | held-out task accuracy, all kinds | 200 |" in md and "**no significant gain** (alpha 0.05)" in md
     )
     assert "RL trains on one task kind (unit_conversion)" in md
+    assert "| pretrain | init | held-out log-likelihood per token | 82 |" in md
+    assert "held-out perplexity on 82 validation sequences: 4198.5 untrained -> 84.6 pretrained" in md
     assert "| cai | sft | refusal rate on red-team prompts | 25 | 0.080 | 0.720 |" in md
     assert "| cai | sft | over-refusal on benign prompts (must not rise) | 25 | 0.040 | 0.040 |" in md
     assert "![cai claims](cai_claims.png)" in md

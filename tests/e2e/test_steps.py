@@ -73,3 +73,14 @@ def test_rl_is_trained_and_judged_on_one_task_kind(tmp_path):
             "out": str(tmp_path / "tasks_rl_kind" / name / "report.json"),
         }
     assert not [s for s in steps if s.startswith("tasks_rl_kind_") and s[14:] not in ("dpo", "rl")]
+
+
+def test_pretraining_is_judged_per_held_out_sequence(tmp_path):
+    steps = plan(tmp_path)
+    step = steps["ppl_pretrain"]
+    assert step.parents == ["pretrain"] and "scripts/eval_ppl.py" in step.command
+    assert args(step) == {
+        "ckpt": str(tmp_path / "pretrain"),
+        "shards": str(tmp_path / "shards"),
+        "out": str(tmp_path / "ppl" / "report.json"),
+    }
