@@ -26,10 +26,13 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> float | None:
     from hydra.utils import instantiate
 
-    from lmforge.config_schema import validate_config
+    from lmforge.config_schema import UnknownConfigKeyError, validate_config
     from lmforge.training import exit_on_user_error, fit_from_config, print_summary
 
-    validate_config(cfg)  # `+module.typo=1` bypasses the schemas at compose time
+    try:
+        validate_config(cfg)  # `+module.typo=1` bypasses the schemas at compose time
+    except UnknownConfigKeyError as err:
+        sys.exit(f"error: {err}")
     start_from_init(cfg)
     try:
         if cfg.get("runner") is not None:

@@ -121,3 +121,22 @@ def test_train_cli_refuses_data_in_one_line():
     )
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1].startswith("error: stage=sft does not read `data` (got data=curated)")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+module.typo=1", "error: unknown key(s) ['module.typo']; RLStageConfig has"),
+        ("module.reward.task_answr=1", "error: module.reward: unknown reward 'task_answr' in config; known: ["),
+    ],
+)
+def test_train_cli_refuses_a_forced_key_or_an_unknown_reward_in_one_line(override, message):
+    run = subprocess.run(
+        [sys.executable, str(REPO / "src" / "train.py"), "stage=rl", override],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1
+    lines = [line for line in run.stderr.strip().splitlines() if not line.startswith(("Seed set", "["))]
+    assert lines == [lines[-1]] and lines[-1].startswith(message), run.stderr[-2000:]
