@@ -117,7 +117,7 @@ def build_steps(cfg: DictConfig) -> list[Step]:
     ]
     if "rl" in CHECKPOINTS:
         # Reasoning RL with the verifiable task reward (conf/experiment/rl_tasks.yaml) on one task kind
-        # where the SFT model already gets about half right, so each group's rewards differ.
+        # where the DPO model it starts from already gets about half right, so each group's rewards differ.
         steps.append(
             train(
                 "rl",

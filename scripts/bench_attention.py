@@ -1,4 +1,4 @@
-"""Attention without dense masks, against today's dense-mask path, in one process.
+"""Attention without dense masks, against the former dense-mask baseline, in one process.
 
 Two cases, forward + backward of one attention call (GQA, fp32 on CPU / bf16 on CUDA):
   - packed: rows of --docs documents plus padding. dense = SDPA with the [B, 1, T, T] bool mask

@@ -1,4 +1,4 @@
-"""Reward functions for RL: each maps (prompt, completion, sample) -> float, combined by weight.
+"""Reward functions for RL: each is `fn(completions, samples) -> list[float]`, combined by weight.
 
 A reward function takes ``completions: list[str]`` plus per-sample metadata (``samples: list[dict]``,
 carrying e.g. the generated `Task` under "task" or a reference ``answer``) and returns a list of floats.
