@@ -185,7 +185,7 @@ def test_rl_run_logs_reward_components_and_their_samples(tmp_path, rl_tokenizer_
         "module.group_size=2",
         "module.sampling.max_new_tokens=6",
         "datamodule.batch_size=2",
-        "+module.reward.reasoning_format=0.5",
+        "module.reward={task_answer: 1.0, reasoning_format: 0.5}",  # naming rewards replaces the default
     ]
     fit(compose_train_job, overrides, tmp_path / "rl")
     rl = OfflineRun(tmp_path / "rl")
