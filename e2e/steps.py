@@ -153,40 +153,27 @@ def build_steps(cfg: DictConfig) -> list[Step]:
             description=f"benchmarks + safety + gate on {name}" + (f" vs {parent}" if parent else ""),
         )
 
+    def held_out_tasks(folder: str, name: str, description: str, *options: str) -> Step:
+        """scripts/eval_tasks.py on checkpoint `name`, its report in <out>/<folder>/<name>/report.json."""
+        report_dir = out / folder / name
+        command = _python("scripts/eval_tasks.py", f"ckpt={out / name}", *options, f"out={report_dir / 'report.json'}")
+        return Step(f"{folder}_{name}", command, report_dir, parents=[name], description=description)
+
     # Held-out generated tasks (format, accuracy, preference margin) and the benchmark suite
     # for every checkpoint; each report names its parent's so the gate can compare.
     previous = None
     for name in CHECKPOINTS:
         steps.append(evaluate(name, previous))
-        steps.append(
-            Step(
-                f"tasks_{name}",
-                _python(
-                    "scripts/eval_tasks.py",
-                    f"ckpt={out / name}",
-                    f"n={cfg.eval_tasks_n}",
-                    f"out={out / 'tasks' / name / 'report.json'}",
-                ),
-                out / "tasks" / name,
-                parents=[name],
-                description=f"held-out task accuracy of {name}",
-            )
-        )
+        steps.append(held_out_tasks("tasks", name, f"held-out task accuracy of {name}", f"n={cfg.eval_tasks_n}"))
         if "rl" in CHECKPOINTS and name in RL_CLAIM_CHECKPOINTS:
             # RL's claim is tested on the kind it trains on, with as many held-out items as there are.
             steps.append(
-                Step(
-                    f"tasks_rl_kind_{name}",
-                    _python(
-                        "scripts/eval_tasks.py",
-                        f"ckpt={out / name}",
-                        f"n={cfg.rl_eval_n}",
-                        f"kind={cfg.rl_task_kind}",
-                        f"out={out / 'tasks_rl_kind' / name / 'report.json'}",
-                    ),
-                    out / "tasks_rl_kind" / name,
-                    parents=[name],
-                    description=f"held-out {cfg.rl_task_kind} accuracy of {name} (the RL claim)",
+                held_out_tasks(
+                    "tasks_rl_kind",
+                    name,
+                    f"held-out {cfg.rl_task_kind} accuracy of {name} (the RL claim)",
+                    f"n={cfg.rl_eval_n}",
+                    f"kind={cfg.rl_task_kind}",
                 )
             )
         previous = name

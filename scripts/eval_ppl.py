@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from lmforge.checkpoint import load_for_inference
 from lmforge.model import build_model
-from serving.quality import held_out_shard_sequences
+from serving.quality import held_out_shard_sequences, sequence_nlls
 
 
 @dataclass
@@ -34,16 +34,9 @@ class EvalPplConfig:
     out: str | None = None
 
 
-@torch.no_grad()
 def sequence_logliks(model: torch.nn.Module, sequences: list[list[int]]) -> list[float]:
-    """Mean log-likelihood per predicted token of each sequence (one at a time: no padding)."""
-    out = []
-    for sequence in sequences:
-        ids = torch.tensor([sequence])
-        logits = model(ids)[0, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="mean")
-        out.append(-float(nll))
-    return out
+    """Mean log-likelihood per predicted token of each sequence (`serving.quality.sequence_nlls`)."""
+    return [-nll / tokens for nll, tokens in sequence_nlls(model, sequences)]
 
 
 def main() -> None:

@@ -89,13 +89,16 @@ def _sequence_nll(logits: torch.Tensor, sequence: list[int]) -> tuple[float, int
 
 
 @torch.no_grad()
+def sequence_nlls(forward, sequences: list[list[int]]) -> list[tuple[float, int]]:
+    """(summed token NLL, predicted tokens) of each sequence, one at a time (no padding);
+    `forward(ids [1, T]) -> logits [1, T, V]`."""
+    return [_sequence_nll(forward(torch.tensor([sequence])), sequence) for sequence in sequences]
+
+
 def perplexity(forward, sequences: list[list[int]]) -> float:
-    """exp(mean token NLL); `forward(ids [1, T]) -> logits [1, T, V]`."""
-    total_nll, total_tokens = 0.0, 0
-    for sequence in sequences:
-        nll, n = _sequence_nll(forward(torch.tensor([sequence])), sequence)
-        total_nll, total_tokens = total_nll + nll, total_tokens + n
-    return math.exp(total_nll / max(total_tokens, 1))
+    """exp(mean token NLL) over all the sequences' tokens."""
+    nlls = sequence_nlls(forward, sequences)
+    return math.exp(sum(nll for nll, _ in nlls) / max(sum(n for _, n in nlls), 1))
 
 
 def load_export_with_transformers(export_dir: Path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from lmforge.data.tasks import make_tasks, task_from_record
+from lmforge.data.tasks import CODE_PROBLEM_KEYS, is_code_problem, make_tasks, task_from_record
 from lmforge.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,10 @@ log = logging.getLogger(__name__)
 def _code_record(rec: dict) -> dict:
     """A HumanEval-style problem as an RL record: the prompt is the signature and docstring; the
     canonical solution, when present, is kept as the reference answer (never shown to the policy)."""
-    for key in ("prompt", "test", "entry_point"):
+    for key in CODE_PROBLEM_KEYS:
         if not isinstance(rec.get(key), str):
             raise TypeError(f"code problem field {key!r} must be a string")
-    keep = {key: rec[key] for key in ("task_id", "prompt", "test", "entry_point") if key in rec}
+    keep = {key: rec[key] for key in ("task_id", *CODE_PROBLEM_KEYS) if key in rec}
     return {**keep, "answer": rec.get("canonical_solution", ""), "kind": "code"}
 
 
@@ -45,7 +45,7 @@ def read_prompt_jsonl(path: str | Path) -> list[dict]:
             if "question" in rec:  # GSM8K: the reference is the number after ####
                 final = rec["answer"].split("####")[-1].strip()
                 rec = {"prompt": rec["question"], "answer": final, "kind": "gsm8k"}
-            elif "entry_point" in rec and "test" in rec:  # a code problem: its tests are the verifier
+            elif is_code_problem(rec):  # its tests are the verifier
                 rec = _code_record(rec)
             else:
                 task_from_record(rec)  # validates the required fields

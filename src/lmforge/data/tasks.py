@@ -16,7 +16,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -243,6 +243,14 @@ def preference_record(task: Task, rng: random.Random) -> dict:
 
 def task_record(task: Task) -> dict:
     return asdict(task)
+
+
+# A HumanEval-style code problem record (RL prompts from JSONL): its tests are its verifier.
+CODE_PROBLEM_KEYS = ("prompt", "test", "entry_point")
+
+
+def is_code_problem(record: object) -> bool:
+    return isinstance(record, Mapping) and all(key in record for key in CODE_PROBLEM_KEYS)
 
 
 def task_from_record(record: dict) -> Task:

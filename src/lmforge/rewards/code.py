@@ -14,15 +14,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lmforge.rewards.core import PROBLEM_KEYS, RewardFn, is_code_problem, register
+from lmforge.data.tasks import CODE_PROBLEM_KEYS, is_code_problem
+from lmforge.rewards.core import RewardFn, register
 from lmforge.sandbox import SandboxConfig, check_all
 
 
 def _problem(sample: Mapping[str, Any]) -> dict:
     task = sample.get("task")
     if not is_code_problem(task):
-        raise KeyError(f"code_tests needs each sample's 'task' to hold {list(PROBLEM_KEYS)} (a HumanEval-style record)")
-    return {key: task[key] for key in PROBLEM_KEYS}
+        raise KeyError(
+            f"code_tests needs each sample's 'task' to hold {list(CODE_PROBLEM_KEYS)} (a HumanEval-style record)"
+        )
+    return {key: task[key] for key in CODE_PROBLEM_KEYS}
 
 
 @register("code_tests")

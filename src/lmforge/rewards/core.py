@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lmforge.data.tasks import Task, is_correct, task_from_record
+from lmforge.data.tasks import Task, is_code_problem, is_correct, task_from_record
 
 RewardFn = Callable[[Sequence[str], Sequence[Mapping[str, Any]]], list[float]]
 REWARDS: dict[str, Callable[..., RewardFn]] = {}
@@ -15,7 +15,6 @@ REWARDS: dict[str, Callable[..., RewardFn]] = {}
 _NUMBER_RE = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _GSM8K_RE = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
 _THINK_RE = re.compile(r"^\s*<think>\s*(\S.*?)</think>\s*(\S.*)$", re.DOTALL)
-PROBLEM_KEYS = ("prompt", "test", "entry_point")  # a HumanEval-style code problem (rewards/code.py)
 
 
 def register(name: str) -> Callable[[Callable[..., RewardFn]], Callable[..., RewardFn]]:
@@ -43,10 +42,6 @@ def final_number(text: str) -> float | None:
         return parse_number(found[0]) if found else None
     numbers = _NUMBER_RE.findall(text)
     return parse_number(numbers[-1]) if numbers else None
-
-
-def is_code_problem(record: Any) -> bool:
-    return isinstance(record, Mapping) and all(key in record for key in PROBLEM_KEYS)
 
 
 def _reference_answer(sample: Mapping[str, Any]) -> str:

@@ -48,7 +48,7 @@ def completion_logps(
     `temperature` divides the logits as the sampler did, so the ratio and the gradient are those of
     the distribution the completions were actually drawn from (on-policy at any temperature).
     """
-    rows, width = input_ids.shape
+    width = input_ids.shape[1]
     pads = (~attn_mask[:, :prompt_len].bool()).sum(dim=1, keepdim=True)  # [N, 1] left pads per row
     steps = torch.arange(width, device=input_ids.device)
     rotated = input_ids.gather(1, (steps[None, :] + pads) % width)
@@ -103,13 +103,14 @@ class RLStage(BaseStage):
 
     stage_name = "rl"
     # `reward`'s keys are reward names the user picks from a registry, so the config schema cannot
-    # list them: the node stays open, and `module.reward='{code_tests: 1.0}'` adds to it.
+    # list them: the node stays open (empty by default), and `module.reward='{code_tests: 1.0}'` fills it.
     open_config_keys = ("reward",)
+    default_reward = {"task_answer": 1.0}  # what an empty `module.reward` means
 
     @staticmethod
     def check_open_config(key: str, value: Any) -> None:
         """Unknown reward names fail when the config is validated, before any model is built."""
-        check_reward_spec(value or {"task_answer": 1.0})
+        check_reward_spec(value or RLStage.default_reward)
 
     def __init__(
         self,
@@ -135,7 +136,7 @@ class RLStage(BaseStage):
             raise ValueError(f"module.group_size={group_size}: group-relative advantages need >= 2 completions")
         if num_iterations < 1:
             raise ValueError(f"module.num_iterations={num_iterations} must be >= 1")
-        self.reward_spec = to_plain(reward) or {"task_answer": 1.0}
+        self.reward_spec = to_plain(reward) or dict(self.default_reward)
         check_reward_spec(self.reward_spec)
         self.reward_fn = None  # built in configure_model: a reward model is loaded only for training
         self.group_size, self.num_iterations = group_size, num_iterations
