@@ -52,8 +52,9 @@ class Claim:
     alpha: float
     what: str
     direction: str = "gain"  # "gain": must rise significantly; "no_rise": must not rise significantly
-    # "tasks": the mixed held-out tasks; "rl_kind": held-out items of RL's task kind; "ppl": held-out
-    # validation sequences under the pretrained and the untrained model (scripts/eval_ppl.py)
+    # Where the items come from: "tasks": the mixed held-out tasks; "rl_kind": held-out items of RL's
+    # task kind; "ppl": validation sequences under the pretrained and the untrained model
+    # (scripts/eval_ppl.py); "safety": the eval reports' safety prompts of one kind
     items: str = "tasks"
 
 
@@ -64,8 +65,16 @@ CLAIMS = (
     Claim("dpo", "sft", "pair_margins", ALPHA, "chosen - rejected log-prob margin"),
     Claim("rl", "dpo", "correct", RL_ALPHA, "verifiable accuracy on RL's task kind", items="rl_kind"),
     Claim("rl", "dpo", "correct", ALPHA, "held-out task accuracy, all kinds"),
-    Claim("cai", "sft", "safety:harmful", ALPHA, "refusal rate on red-team prompts"),
-    Claim("cai", "sft", "safety:benign", ALPHA, "over-refusal on benign prompts (must not rise)", "no_rise"),
+    Claim("cai", "sft", "safety:harmful", ALPHA, "refusal rate on red-team prompts", items="safety"),
+    Claim(
+        "cai",
+        "sft",
+        "safety:benign",
+        ALPHA,
+        "over-refusal on benign prompts (must not rise)",
+        "no_rise",
+        items="safety",
+    ),
 )
 
 
@@ -121,7 +130,7 @@ def check_claim(
         return paired_continuous(claim.what, before, after, claim.alpha), ""
     if claim.items == "rl_kind":
         tasks = rl_kind or {}
-    if claim.metric.startswith(SAFETY):
+    if claim.items == "safety":
         safety = safety or {}
         parent, child = safety.get(claim.parent), safety.get(claim.stage)
         if not parent or not child:
