@@ -7,7 +7,6 @@ Batch: a list of samples {"prompt_ids": list[int], "prompt": str, "task": dict, 
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 from pathlib import Path
@@ -16,6 +15,7 @@ import lightning as L
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from lmforge.data.tasks import CODE_PROBLEM_KEYS, is_code_problem, make_tasks, task_from_record
+from lmforge.formats.files import open_maybe_gzip
 from lmforge.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ def read_prompt_jsonl(path: str | Path) -> list[dict]:
     """Task records (`task_record`), GSM8K lines {"question", "answer": "...#### N"} or HumanEval-style
     code problems {"prompt", "test", "entry_point"} (``.jsonl`` or ``.jsonl.gz``); bad lines counted and named."""
     path = Path(path)
-    text = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
+    with open_maybe_gzip(path) as f:
+        text = f.read().decode("utf-8")
     records, bad = [], []
     for line_no, line in enumerate(text.splitlines(), 1):
         if not line.strip():
