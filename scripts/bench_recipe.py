@@ -5,7 +5,7 @@ same order, for the same number of steps; only `optim` and `schedule` differ. Pr
 (mean over seeds, with the spread) and the wall time per recipe. Run it alone: the losses do not
 depend on load, the times do.
 
-    python scripts/bench_recipe.py                      # 3 recipes x 2 seeds, 300 steps of 16 x 128 tokens
+    python scripts/bench_recipe.py                      # 3 recipes x 2 seeds, one epoch of 16 x 128-token rows
     python scripts/bench_recipe.py --steps 20 --seeds 0 # a smoke run
 """
 
@@ -52,6 +52,8 @@ def token_rows(tokenizer: Tokenizer, seq_len: int) -> torch.Tensor:
 def optim_for(optim_group: str, schedule: str, steps: int) -> dict:
     optim = yaml.safe_load((conf_dir() / "optim" / f"{optim_group}.yaml").read_text())
     optim.update(yaml.safe_load((conf_dir() / "schedule" / f"{schedule}.yaml").read_text()))
+    # The group's lr interpolates conf/lr_defaults.yaml by model and stage; this is its tiny/pretrain entry.
+    optim["lr"] = yaml.safe_load((conf_dir() / "lr_defaults.yaml").read_text())["lr_defaults"]["tiny"]["pretrain"]
     optim.update(decay_steps=steps, warmup_steps=max(1, steps // 20))
     return optim
 
@@ -91,7 +93,7 @@ def run(recipe: tuple, seed: int, train: torch.Tensor, val: torch.Tensor, args, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=None, help="default: one epoch of the embedded corpus")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -107,6 +109,8 @@ def main() -> None:
         tokenizer.save(tokenizer_dir)
         rows = token_rows(tokenizer, args.seq)
         val, train = rows[: args.val_rows], rows[args.val_rows :]
+        # One pass over the corpus by default: its size changes as the embedded text does.
+        args.steps = args.steps or len(train) // args.batch
         if len(train) < args.steps * args.batch:
             parser.error(f"the corpus has {len(train)} training rows; {args.steps} x {args.batch} needs more")
         # Interleave recipes within each seed so slow-downs from other load hit all alike.
