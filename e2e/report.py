@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from e2e.report_html import write_html  # noqa: E402
 from e2e.runner import StepResult  # noqa: E402
-from e2e.stage_claims import check_all, markdown_rows, read_safety_items  # noqa: E402
+from e2e.stage_claims import cai_revision_note, check_all, markdown_rows, read_safety_items  # noqa: E402
 from e2e.stage_plot import plot_claims, plot_stages  # noqa: E402
 from e2e.steps import BRANCHES, CHECKPOINTS, RL_CLAIM_CHECKPOINTS  # noqa: E402
 from lmforge.formats.eval_report import REPORT_FILE, read_report  # noqa: E402
@@ -261,7 +261,8 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
             f"{_fmt(t.get('margin'))} | {_fmt(t.get('pair_accuracy'))} |"
         )
 
-    claims = check_all(tasks, safety, rl_kind, ppl)
+    cai_note = cai_revision_note(out / "cai" / "data")
+    claims = check_all(tasks, safety, rl_kind, ppl, notes={"cai": cai_note} if cai_note else None)
     if all(rl_kind.values()):
         kind = (rl_kind["rl"].get("config") or {}).get("kind")
         lines += [

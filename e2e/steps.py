@@ -80,6 +80,7 @@ def build_steps(cfg: DictConfig) -> list[Step]:
                 f"tokenizer={tokenizer}",
                 f"out={shards}",
                 f"seq_len={cfg.seq_len}",
+                f"val_fraction={cfg.val_fraction}",
             ),
             shards,
             parents=["tokenizer"],

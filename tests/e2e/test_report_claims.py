@@ -224,3 +224,73 @@ def test_report_html_renders_in_a_browser_with_the_plot_embedded(run_dir):
     assert len(widths) == 2 and all(w > 500 for w in widths)  # both plots decoded, none broken
     assert "no significant gain" in text and "significant gain" in text
     assert rows > 5
+
+
+def test_dpo_win_rate_is_judged_item_by_item_against_sft():
+    """The verifier judges each pair of answers: correct beats wrong, then formatted beats not; the
+    win rate is tested against 1/2 with the sign test on wins and losses."""
+    rng = random.Random(1)
+    sft_correct = [int(rng.random() < 0.4) for _ in range(N)]
+    misses = [i for i, c in enumerate(sft_correct) if not c]
+    hits = [i for i, c in enumerate(sft_correct) if c]
+    dpo_correct = list(sft_correct)
+    for i in misses[:20]:
+        dpo_correct[i] = 1
+    for i in hits[:2]:
+        dpo_correct[i] = 0
+    formatted = [1] * N
+    dpo_formatted = list(formatted)
+    dpo_formatted[misses[-1]] = 0  # same (wrong) answer, out of format: a loss on format
+    tasks = {
+        "sft": task_report(sft_correct, formatted, [0.0] * N),
+        "dpo": task_report(dpo_correct, dpo_formatted, [0.0] * N),
+    }
+    row = next(r for r in check_all(tasks) if r["outcome"] == "judged")
+    assert row["n"] == N and row["before"] == 0.5
+    assert row["after"] == pytest.approx((20 + 0.5 * (N - 23)) / N)  # 20 wins, 3 losses, 177 ties
+    assert row["detail"] == "20 wins, 3 losses, 177 ties"
+    # Sign test, 20 of 23 non-ties: two-sided p = 2 * P(X >= 20), X ~ Binomial(23, 1/2).
+    from math import comb
+
+    assert row["p"] == pytest.approx(2 * sum(comb(23, k) for k in range(20, 24)) / 2**23)
+    assert row["verdict"] == "significant gain" and row["holds"]
+    # The same answers: every pair ties, and the claim is flagged with the counts.
+    tasks["dpo"] = tasks["sft"]
+    row = next(r for r in check_all(tasks) if r["outcome"] == "judged")
+    assert row["after"] == 0.5 and row["holds"] is False
+    line = next(line for line in markdown_rows([row]) if "win rate" in line)
+    assert "**no significant gain** (alpha 0.05); 0 wins, 0 losses, 200 ties |" in line
+
+
+def test_a_flat_claim_carries_its_reason_into_the_table(run_dir):
+    """RL's all-kinds row names why it need not move; CAI's row counts the refusals among its own
+    revised answers, read from the CAI pass's SFT data."""
+    data = run_dir / "cai" / "data"
+    data.mkdir(parents=True)
+    revisions = ["I can't help with that.", "Answer: 12, 32", "Answer: 7"]
+    data.joinpath("sft_train.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"rt-{i}",
+                    "set": "red_team",
+                    "messages": [{"role": "user", "content": "?"}, {"role": "assistant", "content": text}],
+                }
+            )
+            + "\n"
+            for i, text in enumerate(revisions)
+        )
+    )
+    import shutil
+
+    shutil.rmtree(run_dir / "eval" / "cai")
+    write_eval(run_dir, "cai", {HARMFUL[0], HARMFUL[1], BENIGN[0]})  # no more refusals than SFT
+    build_report(run_dir, [StepResult("pretrain", "ran", 1.0, run_dir / "pretrain")])
+    md = (run_dir / "report.md").read_text()
+    mixed = next(line for line in md.splitlines() if "held-out task accuracy, all kinds" in line)
+    assert "**no significant gain** (alpha 0.05); RL's reward covers one task kind only" in mixed
+    cai = next(line for line in md.splitlines() if "refusal rate on red-team prompts" in line)
+    assert "**no significant gain**" in cai and "1 of CAI's 3 revised answers to red-team prompts are refusals" in cai
+    # A claim that holds carries no reason.
+    rl = next(line for line in md.splitlines() if "verifiable accuracy on RL's task kind" in line)
+    assert rl.endswith("significant gain (alpha 0.01) |")
