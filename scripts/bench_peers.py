@@ -53,6 +53,7 @@ TASKS = ("pretrain", "sft", "dpo", "grpo", "generate")
 def ensure_peers_env() -> None:
     """Re-run this script inside .venv-peers (made here on first use) unless TRL imports already."""
     try:
+        import lmforge  # noqa: F401  (first: it quiets torchao's CUDA-kernel notices, which TRL's imports trigger)
         import litgpt  # noqa: F401
         import trl  # noqa: F401
 

@@ -66,10 +66,11 @@ def main(cfg: DictConfig) -> None:
         # The step's own output is above and in its log; rerunning resumes at this step.
         raise SystemExit(f"\npipeline stopped: {err}\nFix the cause and rerun: finished steps are skipped.") from None
     report = build_report(out, results, wandb_enabled=bool(cfg.wandb))
-    print(f"\n{'step':<16}{'status':<8}{'seconds':>9}")
+    width = max(len(r.name) for r in results) + 2
+    print(f"\n{'step':<{width}}{'status':<8}{'seconds':>9}")
     for r in results:
-        print(f"{r.name:<16}{r.status:<8}{r.seconds:>9.1f}")
-    print(f"{'wall clock':<24}{time.perf_counter() - start:>9.1f}")
+        print(f"{r.name:<{width}}{r.status:<8}{r.seconds:>9.1f}")
+    print(f"{'wall clock':<{width + 8}}{time.perf_counter() - start:>9.1f}")
     print(f"\nreport: {report.resolve()}\nexport: {(out / 'export').resolve()}")
 
 
