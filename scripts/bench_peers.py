@@ -52,8 +52,9 @@ TASKS = ("pretrain", "sft", "dpo", "grpo", "generate")
 # ---------------------------------------------------------------- peer environment
 def ensure_peers_env() -> None:
     """Re-run this script inside .venv-peers (made here on first use) unless TRL imports already."""
+    import lmforge  # noqa: F401  (before TRL: it quiets torchao's CPU-only notices, which TRL's imports trigger)
+
     try:
-        import lmforge  # noqa: F401  (first: it quiets torchao's CUDA-kernel notices, which TRL's imports trigger)
         import litgpt  # noqa: F401
         import trl  # noqa: F401
 
