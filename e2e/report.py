@@ -328,6 +328,11 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
             keys = list(rows[0].keys())
             lines += ["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
             lines += ["| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in rows]
+            lines += [
+                "",
+                "_perplexity and greedy agreement above are on raw pretraining text (the export's `val_shards`), "
+                "which a chat-tuned model no longer fits; the task comparison below is the one to read_",
+            ]
         else:
             lines.append("```\n" + json.dumps(quality, indent=2)[:3000] + "\n```")
     else:
