@@ -206,16 +206,18 @@ def check_claim(
         missing = claim.parent if not parent else claim.stage
         kind = " on RL's task kind" if claim.items == "rl_kind" else ""
         return None, f"no task report{kind} for {missing}"
-    metric = "correct" if claim.items == "judged" else claim.metric
+    judged = claim.items == "judged"
+    # The judged claim's outcome per item is the judge's verdict; its lengths are those of `correct`.
+    metric = "correct" if judged else claim.metric
     before, after = _outcomes(parent, metric), _outcomes(child, metric)
-    if before is None or after is None or (claim.items == "judged" and judged_outcomes(parent, child) is None):
+    scores = judged_outcomes(parent, child) if judged else None
+    if before is None or after is None or (judged and scores is None):
         return None, "the task report has no per-item outcomes (older scripts/eval_tasks.py)"
     ids_a = (parent.get("items") or {}).get("task_id")
     ids_b = (child.get("items") or {}).get("task_id")
     if ids_a != ids_b or len(before) != len(after):
         return None, "the two checkpoints were scored on different items"
-    if claim.items == "judged":
-        scores = judged_outcomes(parent, child)
+    if judged:
         # Against 1/2: the mean is the win rate, the sign test counts wins against losses.
         return paired_continuous(claim.what, [0.5] * len(scores), scores, claim.alpha), _win_loss_tie(scores)
     if claim.metric == "pair_margins":
