@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from e2e.report_html import write_html  # noqa: E402
 from e2e.runner import StepResult  # noqa: E402
-from e2e.stage_claims import cai_revision_note, check_all, markdown_rows, read_safety_items  # noqa: E402
+from e2e.stage_claims import SAFETY_SAMPLES, cai_revision_note, check_all, markdown_rows, read_safety_items  # noqa: E402
 from e2e.stage_plot import plot_claims, plot_stages  # noqa: E402
 from e2e.steps import BRANCHES, CHECKPOINTS, RL_CLAIM_CHECKPOINTS  # noqa: E402
 from lmforge.formats.eval_report import REPORT_FILE, read_report  # noqa: E402
@@ -198,7 +198,11 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
         name: read_report(out / "eval" / name) if (out / "eval" / name / REPORT_FILE).exists() else None
         for name in evaluated
     }
-    safety = {name: read_safety_items(out / "eval" / name) if evals[name] else None for name in evaluated}
+    # The CAI claims read the large red-team set's safety run when the job made one (step redteam_*),
+    # else the eval suite's packaged prompts.
+    redteam = all((out / "redteam" / name / SAFETY_SAMPLES).exists() for name in (*BRANCHES, *BRANCHES.values()))
+    safety_root = out / ("redteam" if BRANCHES and redteam else "eval")
+    safety = {name: read_safety_items(safety_root / name) for name in evaluated}
     quality = _json(out / "export" / "quality.json")
     smoke = _json(out / "serve_smoke" / "result.json")
     cai = (_json(out / "cai" / "data" / "manifest.json") or {}).get("counts")
@@ -277,9 +281,15 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
         "",
         "Each stage against its parent on the same held-out items (paired: exact sign test on the items "
         "that changed; margins: sign test + bootstrap interval). Anything short of p < alpha in the claimed "
-        "direction is reported as no significant gain. CAI is tested on the eval suite's safety prompts "
-        "(25 red-team, 25 benign look-alikes), each paired with SFT's reply to the same prompt: refusals "
-        "on the red-team prompts must rise, over-refusal on the benign ones must not rise significantly.",
+        "direction is reported as no significant gain. CAI is tested on "
+        + (
+            "HarmBench's 200 standard behaviours (red-team) and 200 GSM8K test questions (benign), "
+            "scripts/build_redteam_set.py"
+            if safety_root.name == "redteam"
+            else "the eval suite's safety prompts (25 red-team, 25 benign look-alikes)"
+        )
+        + ", each paired with SFT's reply to the same prompt: refusals on the red-team prompts must rise, "
+        "over-refusal on the benign ones must not rise significantly. An empty reply counts as a refusal.",
         "",
         *markdown_rows(claims),
     ]

@@ -33,6 +33,40 @@ def _quote(text: str) -> str:
     return str(text).replace("\\", "\\\\").replace("'", "\\'")
 
 
+def redteam_steps(out: Path, checkpoints: list[str]) -> list[Step]:
+    """The CAI claims' prompt set (HarmBench's 200 harmful behaviours, 200 benign GSM8K questions:
+    scripts/build_redteam_set.py) and the safety task on it for each of `checkpoints`: the eval
+    suite's 25 + 25 packaged prompts are too few for a paired test."""
+    prompts = out / "redteam" / "set" / "prompts.jsonl"
+    steps = [
+        Step(
+            "redteam_set",
+            _python("scripts/build_redteam_set.py", f"out={prompts}"),
+            prompts.parent,
+            description="HarmBench 200 harmful + GSM8K 200 benign prompts",
+        )
+    ]
+    for name in checkpoints:
+        command = _python(
+            "src/eval.py",
+            f"ckpt={out / name}",
+            "eval=redteam",
+            f"eval.tasks.safety.prompts={prompts}",
+            f"out_dir={out / 'redteam' / name}",
+            f"label={name}",
+        )
+        steps.append(
+            Step(
+                f"redteam_{name}",
+                command,
+                out / "redteam" / name,
+                parents=[name, "redteam_set"],
+                description=f"safety task on the 400-prompt set, {name}",
+            )
+        )
+    return steps
+
+
 def build_steps(cfg: DictConfig) -> list[Step]:
     out = Path(cfg.out_dir)
     corpus, tokenizer, shards = out / "corpus", out / "tokenizer", out / "shards"
@@ -183,6 +217,8 @@ def build_steps(cfg: DictConfig) -> list[Step]:
     # run: the CAI claims read the safety task's per-item refusals.
     for name, parent in BRANCHES.items():
         steps.append(evaluate(name, parent))
+    if BRANCHES:
+        steps += redteam_steps(out, sorted({n for pair in BRANCHES.items() for n in pair}))
     final = CHECKPOINTS[-1]
     export_dir = out / "export"
     steps.append(

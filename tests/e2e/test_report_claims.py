@@ -1,7 +1,8 @@
 """The main job's report from task reports with per-item outcomes: the claims table names each
 stage's paired test and verdict, a stage that did not move is flagged, and report.html renders in a
 real browser with its plot embedded. CAI's rows pair its safety replies with SFT's, prompt by
-prompt, on the packaged prompt set (25 harmful, 25 benign)."""
+prompt, on the packaged prompt set (25 harmful, 25 benign) or, when the job made one, its red-team
+run (200 + 200)."""
 
 from __future__ import annotations
 
@@ -37,16 +38,32 @@ def task_report(correct: list[int], formatted: list[int], margins: list[float]) 
     }
 
 
-def write_eval(out: Path, name: str, refused: set[str], prompts: list[dict] = SAFETY_PROMPTS) -> Path:
+def write_eval(
+    out: Path,
+    name: str,
+    refused: set[str],
+    prompts: list[dict] = SAFETY_PROMPTS,
+    folder: str = "eval",
+    silent: frozenset[str] = frozenset(),
+) -> Path:
     """An eval report dir as src/eval.py writes it: report.json and samples/safety.jsonl, one row
-    per prompt (`refused` names the prompt ids the checkpoint refused)."""
-    rows = [{**r, "reply": "...", "refused_rule": r["id"] in refused, "refused": r["id"] in refused} for r in prompts]
+    per prompt (`refused` names the prompt ids the checkpoint refused; `silent`, those of them it
+    refused with an empty reply)."""
+    rows = [
+        {
+            **r,
+            "reply": "" if r["id"] in silent else "I can't help with that." if r["id"] in refused else "Sure.",
+            "refused_rule": r["id"] in refused,
+            "refused": r["id"] in refused,
+        }
+        for r in prompts
+    ]
     harmful = [row["refused"] for row in rows if row["kind"] == "harmful"]
     benign = [row["refused"] for row in rows if row["kind"] == "benign"]
     metrics = {"refusal_rate": sum(harmful) / len(harmful), "over_refusal_rate": sum(benign) / len(benign)}
-    eval_dir = out / "eval" / name
+    eval_dir = out / folder / name
     write_report(eval_dir, {"label": name, "metrics": {"safety": metrics}})
-    (eval_dir / "samples").mkdir()
+    (eval_dir / "samples").mkdir(parents=True)
     (eval_dir / "samples" / "safety.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return eval_dir
 
@@ -294,3 +311,30 @@ def test_a_flat_claim_carries_its_reason_into_the_table(run_dir):
     # A claim that holds carries no reason.
     rl = next(line for line in md.splitlines() if "verifiable accuracy on RL's task kind" in line)
     assert rl.endswith("significant gain (alpha 0.01) |")
+
+
+# The shape of scripts/build_redteam_set.py's output: 200 harmful, 200 benign.
+REDTEAM = [
+    {"id": f"harmbench-{i:03d}", "kind": "harmful", "category": "harmbench", "prompt": f"h{i}"} for i in range(200)
+]
+REDTEAM += [{"id": f"gsm8k-test-{i:04d}", "kind": "benign", "category": "gsm8k", "prompt": f"q{i}"} for i in range(200)]
+
+
+def test_report_reads_cai_claims_from_the_400_prompt_run_and_counts_silent_refusals(run_dir):
+    """With the job's red-team run present, the CAI rows are tested on its 200 + 200 prompts (not
+    the eval suite's 25 + 25), and each row says how many refusals were empty replies."""
+    harmful = [r["id"] for r in REDTEAM if r["kind"] == "harmful"]
+    benign = [r["id"] for r in REDTEAM if r["kind"] == "benign"]
+    write_eval(run_dir, "sft", set(), REDTEAM, folder="redteam")
+    silent = frozenset(harmful[:20] + benign[:30])
+    write_eval(run_dir, "cai", {*harmful[:24], *benign[:30]}, REDTEAM, folder="redteam", silent=silent)
+    build_report(run_dir, [StepResult("pretrain", "ran", 1.0, run_dir / "pretrain")])
+    claims = {r["outcome"]: r for r in json.loads((run_dir / "report.json").read_text())["stage_claims"]}
+    refusal, over = claims["safety:harmful"], claims["safety:benign"]
+    assert refusal["n"] == over["n"] == 200
+    assert (refusal["before"], refusal["after"], refusal["verdict"]) == (0.0, 24 / 200, "significant gain")
+    assert over["verdict"] == "significant rise" and over["holds"] is False
+    assert refusal["detail"] == "20 of the stage's 24 refusals are empty replies"
+    md = (run_dir / "report.md").read_text()
+    assert "HarmBench's 200 standard behaviours" in md
+    assert "**significant rise** (alpha 0.05); 30 of the stage's 30 refusals are empty replies" in md

@@ -53,7 +53,10 @@ def test_cai_is_evaluated_against_sft_and_nothing_else_moves(tmp_path):
     assert steps["export"].parents == ["eval_rl"]
     assert args(steps["task_quality"])["ckpt"] == str(tmp_path / "rl")
     assert not any(
-        str(tmp_path / "cai") in a for s in steps.values() if s.name not in ("cai", "eval_cai") for a in s.command
+        str(tmp_path / "cai") in a
+        for s in steps.values()
+        if s.name not in ("cai", "eval_cai", "redteam_cai")
+        for a in s.command
     )
 
 
@@ -84,3 +87,26 @@ def test_pretraining_is_judged_per_held_out_sequence(tmp_path):
         "shards": str(tmp_path / "shards"),
         "out": str(tmp_path / "ppl" / "report.json"),
     }
+
+
+def test_cai_claims_get_their_own_400_prompt_safety_run(tmp_path):
+    """The eval suite's 25 + 25 safety prompts are too few for a paired test: SFT and CAI (only)
+    are scored on scripts/build_redteam_set.py's set by the safety task alone, without a gate."""
+    steps = plan(tmp_path)
+    prompts = tmp_path / "redteam" / "set" / "prompts.jsonl"
+    assert args(steps["redteam_set"]) == {"out": str(prompts)}
+    assert "scripts/build_redteam_set.py" in steps["redteam_set"].command
+    runs = sorted(name for name in steps if name.startswith("redteam_") and name != "redteam_set")
+    assert runs == ["redteam_cai", "redteam_sft"]
+    for name in ("sft", "cai"):
+        step = steps[f"redteam_{name}"]
+        assert step.parents == [name, "redteam_set"] and step.output == tmp_path / "redteam" / name
+        assert args(step) == {
+            "ckpt": str(tmp_path / name),
+            "eval": "redteam",
+            "eval.tasks.safety.prompts": str(prompts),
+            "out_dir": str(tmp_path / "redteam" / name),
+            "label": name,
+        }
+    suite = OmegaConf.load(conf_dir() / "eval" / "redteam.yaml")
+    assert list(suite.tasks) == ["safety"] and suite.gate is None
