@@ -186,6 +186,24 @@ def _section_funnel(out: Path, lines: list[str]) -> None:
     lines.append("")
 
 
+def _metric_n(evals: dict[str, dict | None], metric: str) -> int | None:
+    """Items behind `metric` ("task.name") in the eval reports' stats (the same for every checkpoint)."""
+    task, _, name = metric.partition(".")
+    for report in evals.values():
+        n = (((report or {}).get("stats") or {}).get(task) or {}).get(name, {}).get("n")
+        if n:
+            return int(n)
+    return None
+
+
+def evals_suite_caption(evals: dict[str, dict | None]) -> str:
+    suites = sorted({str(r.get("suite")) for r in evals.values() if r})
+    return (
+        f"suite {', '.join(suites)}: the n column is the items per metric; with a few items per benchmark "
+        "a difference between checkpoints here is noise, and the paired claims in section 4 are the tests"
+    )
+
+
 def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = False) -> Path:
     out = Path(out)
     tokenizer = _json(out / "tokenizer" / "manifest.json") or {}
@@ -306,9 +324,15 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
     flat = {n: _flatten((e or {}).get("metrics") or {}) for n, e in evals.items()}
     metric_names = sorted({k for m in flat.values() for k in m})
     if metric_names:
-        lines += ["| metric | " + " | ".join(evaluated) + " |", "|---" * (len(evaluated) + 1) + "|"]
+        lines += [
+            f"_{evals_suite_caption(evals)}_",
+            "",
+            "| metric | n | " + " | ".join(evaluated) + " |",
+            "|---" * (len(evaluated) + 2) + "|",
+        ]
         for m in metric_names:
-            lines.append(f"| {m} | " + " | ".join(_fmt(flat[n].get(m)) for n in evaluated) + " |")
+            n = _metric_n(evals, m)
+            lines.append(f"| {m} | {n if n else '-'} | " + " | ".join(_fmt(flat[c].get(m)) for c in evaluated) + " |")
     final_eval = evals.get(CHECKPOINTS[-1]) or {}
     verdict = final_eval.get("gate") or {}
     lines += ["", f"**Release gate ({CHECKPOINTS[-1]}):** {'PASS' if verdict.get('passed') else 'FAIL'}"]

@@ -338,3 +338,19 @@ def test_report_reads_cai_claims_from_the_400_prompt_run_and_counts_silent_refus
     md = (run_dir / "report.md").read_text()
     assert "HarmBench's 200 standard behaviours" in md
     assert "**significant rise** (alpha 0.05); 30 of the stage's 30 refusals are empty replies" in md
+
+
+def test_benchmark_table_shows_the_items_behind_each_metric(run_dir):
+    """A 12-question MMLU score next to a 0.08 difference reads as noise only when n is on the row."""
+    for name, acc in (("sft", 1 / 12), ("cai", 3 / 12)):
+        report = json.loads((run_dir / "eval" / name / "report.json").read_text())
+        report["suite"] = "quick"
+        report["metrics"]["mmlu"] = {"acc": acc}
+        report["stats"] = {"mmlu": {"acc": {"n": 12}}, "safety": {"refusal_rate": {"n": 25}}}
+        write_report(run_dir / "eval" / name, report)
+    build_report(run_dir, [StepResult("pretrain", "ran", 1.0, run_dir / "pretrain")])
+    md = (run_dir / "report.md").read_text()
+    assert "| metric | n | pretrain | sft | dpo | rl | cai |" in md
+    assert "| mmlu.acc | 12 |" in md and "| safety.refusal_rate | 25 |" in md
+    assert "| safety.over_refusal_rate | - |" in md  # no stats: no n claimed
+    assert "suite quick: the n column" in md
