@@ -78,7 +78,16 @@ CLAIMS = (
     Claim("sft", "pretrain", "formatted", ALPHA, "answer format rate"),
     Claim("sft", "pretrain", "correct", ALPHA, "held-out task accuracy"),
     Claim("dpo", "sft", "pair_margins", ALPHA, "chosen - rejected log-prob margin"),
-    Claim("dpo", "sft", "judged", ALPHA, "win rate against SFT (judge: task verifier, ties 1/2)", items="judged"),
+    Claim(
+        "dpo",
+        "sft",
+        "judged",
+        ALPHA,
+        "win rate against SFT (judge: task verifier, ties 1/2)",
+        items="judged",
+        if_flat="DPO's pairs are fixed reference answers against planted wrong ones: it widens their margin, "
+        "and its greedy answers change on few items",
+    ),
     Claim("rl", "dpo", "correct", RL_ALPHA, "verifiable accuracy on RL's task kind", items="rl_kind"),
     Claim(
         "rl",

@@ -276,7 +276,7 @@ def test_dpo_win_rate_is_judged_item_by_item_against_sft():
     row = next(r for r in check_all(tasks) if r["outcome"] == "judged")
     assert row["after"] == 0.5 and row["holds"] is False
     line = next(line for line in markdown_rows([row]) if "win rate" in line)
-    assert "**no significant gain** (alpha 0.05); 0 wins, 0 losses, 200 ties |" in line
+    assert "**no significant gain** (alpha 0.05); 0 wins, 0 losses, 200 ties; DPO's pairs are fixed" in line
 
 
 def test_a_flat_claim_carries_its_reason_into_the_table(run_dir):
