@@ -65,6 +65,10 @@ class WorkDir:
     def signatures(self, shard: str) -> Path:
         return self.root / "process" / f"{shard}.sig.npz"
 
+    def rejects(self, shard: str) -> Path:
+        """The work copy of a shard's rejects: it restores `<output>/rejects/` when that was deleted."""
+        return self.root / "process" / f"{shard}.rejects.jsonl"
+
     def chunk(self, shard: str, index: int) -> Path:
         return self.root / "process" / "chunks" / shard / f"{index:06d}.jsonl.gz"
 
@@ -195,13 +199,30 @@ def _chunk_markers(work: WorkDir, shard: str) -> list[dict]:
     return markers
 
 
+def _published(cfg: PipelineConfig, work: WorkDir, shard: str, rejects_file: str | None) -> bool:
+    """Whether the shard's rejects file is in the output folder, copying the work copy back when
+    the folder was deleted since; False when neither exists (the shard must run again)."""
+    if rejects_file is None or (Path(cfg.output) / rejects_file).exists():
+        return True
+    source = work.rejects(shard)
+    if not source.exists():
+        return False
+    with atomic_path(Path(cfg.output) / rejects_file) as tmp:
+        shutil.copyfile(source, tmp)
+    return True
+
+
 def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
     """Read one shard, run the document chain, write survivors + their dedup signatures."""
     cfg_dict, shard_dict, work_root = task
     cfg, shard, work = to_pipeline_config(cfg_dict), Shard(**shard_dict), WorkDir(Path(work_root))
     marker = work.marker("process", shard.name)
     if marker.exists():
-        return read_json(marker)
+        result = read_json(marker)
+        if _published(cfg, work, shard.name, result.get("rejects_file")):
+            return result
+        log.warning("%s: its rejects file left the output folder and has no work copy; processing it again", shard.name)
+        marker.unlink()
     steps = build_steps(cfg, work.models)
     labeler = DomainLabeler([asdict(r) for r in cfg.domains.rules], cfg.domains.default)
     read_stats = ReadStats()
@@ -266,8 +287,9 @@ def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
     rejects_file = None
     if rejects:
         rejects_file = Path(cfg.output) / "rejects" / f"{shard.name}.jsonl"
-        with atomic_path(rejects_file) as tmp:
+        with atomic_path(work.rejects(shard.name)) as tmp:
             tmp.write_text("".join(json.dumps({"shard": shard.name, **r}, ensure_ascii=False) + "\n" for r in rejects))
+        _published(cfg, work, shard.name, str(rejects_file.relative_to(cfg.output)))
     result = {
         "shard": shard.name,
         "funnel": {"read": read.to_dict(), **funnel.to_dict()},
@@ -289,7 +311,10 @@ def mix_shard(task: tuple[dict, int, str, str, dict[str, float], dict[str, str]]
     cfg, work = to_pipeline_config(cfg_dict), WorkDir(Path(work_root))
     marker = work.marker("mix", shard_name)
     if marker.exists():
-        return read_json(marker)
+        result = read_json(marker)
+        if all((Path(cfg.output) / name).exists() for name in result["files"]):
+            return result
+        # Its corpus parts were deleted with the output folder: write them again from the work dir.
     by_domain: dict[str, list[dict]] = {}
     stats = Funnel().step("mix")
     for row_index, row in enumerate(iter_jsonl_gz(work.processed(shard_name))):

@@ -6,14 +6,24 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_regression_set.py"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
-def builder():
-    spec = importlib.util.spec_from_file_location("build_regression_set", SCRIPT)
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def builder():
+    """scripts/build_regression_set.py as a module."""
+    return _script("build_regression_set")
+
+
+def funnel_script():
+    """scripts/regression_funnel.py as a module: the default run measured on a built set."""
+    return _script("regression_funnel")
 
 
 @lru_cache(maxsize=4)

@@ -113,3 +113,28 @@ def test_a_reader_that_raises_keeps_what_it_read_and_the_run_goes_on(tmp_path, m
     assert manifest["rejects"] == {"error:read:OSError": 1}
     with pytest.raises(RecordError, match=r"reading .*rows\.jsonl raised OSError"):
         run_pipeline(fast_config(tmp_path / "in", tmp_path / "strict", strict=True))
+
+
+@pytest.mark.parametrize("lose_work_copy", [False, True])
+def test_deleting_the_output_folder_and_rerunning_writes_it_all_again(tmp_path, lose_work_copy):
+    """A user who deletes the corpus folder to rerun gets the same corpus and rejects back, not an
+    empty folder whose manifest still counts every document (the work dir's markers said "done").
+    The rejects come from their work copy, or, when that is gone too, from processing again."""
+    import shutil
+
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "rows.jsonl", make_rows(5))
+    with open(tmp_path / "in" / "rows.jsonl", "ab") as f:
+        f.write(b'{"id": "broken", "text": \n')
+    cfg = fast_config(tmp_path / "in", tmp_path / "out")
+    out = run_pipeline(cfg)
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "funnel.json"}
+    assert any(str(p).startswith("rejects/") for p in first) and any(str(p).endswith(".jsonl.gz") for p in first)
+    shutil.rmtree(out)
+    if lose_work_copy:
+        for copy in (tmp_path / "out.work").rglob("*.rejects.jsonl"):
+            copy.unlink()
+    out = run_pipeline(cfg)
+    again = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "funnel.json"}
+    assert again.keys() == first.keys()
+    assert read_corpus(out) and all(again[p] == first[p] for p in first if p.suffix != ".gz"), "changed on rerun"
