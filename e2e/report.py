@@ -315,7 +315,8 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
         lines.append(f"- CAI short pass: {json.dumps(cai)}")
     if plot_stages(tasks, list(CHECKPOINTS), out / "stage_gains.png"):
         lines += ["", "![stage gains](stage_gains.png)"]
-    for name in BRANCHES:
+    # RL's own claim (its task kind) and the CAI branch's are not in the stage figure's panels.
+    for name in (*(("rl",) if "rl" in CHECKPOINTS else ()), *BRANCHES):
         if plot_claims(claims, name, out / f"{name}_claims.png"):
             lines += ["", f"![{name} claims]({name}_claims.png)"]
     lines.append("")

@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 from e2e.significance import wilson_interval  # noqa: E402
 
 COLORS = ["#8a9a9a", "#4f7fb0", "#b04f7f", "#4fb07f", "#b0904f"]
+# One colour per checkpoint in every figure (the main job's lineage order, then the CAI branch).
+STAGE_COLORS = dict(zip(("pretrain", "sft", "dpo", "rl", "cai"), COLORS, strict=True))
 
 
 def _rate(report: dict, key: str) -> tuple[float, float, float, int] | None:
@@ -59,7 +61,8 @@ def plot_stages(tasks: dict[str, dict | None], order: list[str], path: Path) -> 
         x = np.arange(len(rows))
         means = [v[0] for _, v in rows]
         errors = [[max(0.0, v[0] - v[1]) for _, v in rows], [max(0.0, v[2] - v[0]) for _, v in rows]]
-        ax.bar(x, means, color=COLORS[: len(rows)], yerr=errors, capsize=4, ecolor="#333")
+        colors = [STAGE_COLORS.get(n, COLORS[i % len(COLORS)]) for i, (n, _) in enumerate(rows)]
+        ax.bar(x, means, color=colors, yerr=errors, capsize=4, ecolor="#333")
         ax.set_xticks(x, [f"{n}\nn={v[3]}" for n, v in rows], fontsize=8)
         for xi, m in zip(x, means, strict=True):
             inside = is_rate and m > 0.85  # near the top of the 0-1 axis: label inside the bar
@@ -86,7 +89,8 @@ def plot_stages(tasks: dict[str, dict | None], order: list[str], path: Path) -> 
 
 
 def plot_claims(rows: list[dict], stage: str, path: Path) -> Path | None:
-    """One panel per claim of `stage` (e.g. CAI's two safety rows): parent and stage rates on a 0-1
+    """One panel per claim of `stage` whose outcome is a rate (RL's two accuracy rows, CAI's two safety
+    rows; not DPO's margin): parent and stage rates on a 0-1
     axis, each bar with n and its 95% Wilson interval, the paired gain with its interval, p and the
     verdict in the panel's title; an untested claim's panel says why."""
     claims = [r for r in rows if r["stage"] == stage]
@@ -107,7 +111,7 @@ def plot_claims(rows: list[dict], stage: str, path: Path) -> Path | None:
         ax.bar(
             x,
             [b[0] for b in bars],
-            color=COLORS[1:3],
+            color=[STAGE_COLORS.get(row["parent"], COLORS[1]), STAGE_COLORS.get(row["stage"], COLORS[2])],
             yerr=[[b[1] for b in bars], [b[2] for b in bars]],
             capsize=4,
             ecolor="#333",

@@ -221,6 +221,7 @@ def test_report_html_renders_in_a_browser_with_the_plot_embedded(run_dir):
     assert "| cai | sft | refusal rate on red-team prompts | 25 | 0.080 | 0.720 |" in md
     assert "| cai | sft | over-refusal on benign prompts (must not rise) | 25 | 0.040 | 0.040 |" in md
     assert "![cai claims](cai_claims.png)" in md
+    assert "![rl claims](rl_claims.png)" in md  # RL's own task kind is not in the stage figure
     claims = json.loads((run_dir / "report.json").read_text())["stage_claims"]
     assert [(r["stage"], r["verdict"]) for r in claims if r["stage"] == "cai"] == [
         ("cai", "significant gain"),
@@ -238,7 +239,7 @@ def test_report_html_renders_in_a_browser_with_the_plot_embedded(run_dir):
         text = page.inner_text("body")
         rows = page.eval_on_selector_all("table tr", "rows => rows.length")
         browser.close()
-    assert len(widths) == 2 and all(w > 500 for w in widths)  # both plots decoded, none broken
+    assert len(widths) == 3 and all(w > 500 for w in widths)  # every plot decoded, none broken
     assert "no significant gain" in text and "significant gain" in text
     assert rows > 5
 
