@@ -64,11 +64,11 @@ def plot_stages(tasks: dict[str, dict | None], order: list[str], path: Path) -> 
         colors = [STAGE_COLORS.get(n, COLORS[i % len(COLORS)]) for i, (n, _) in enumerate(rows)]
         ax.bar(x, means, color=colors, yerr=errors, capsize=4, ecolor="#333")
         ax.set_xticks(x, [f"{n}\nn={v[3]}" for n, v in rows], fontsize=8)
-        for xi, m in zip(x, means, strict=True):
+        for xi, m, top in zip(x, means, errors[1], strict=True):
             inside = is_rate and m > 0.85  # near the top of the 0-1 axis: label inside the bar
             ax.annotate(
                 f"{m:.2f}",
-                (xi, m),
+                (xi, m if inside else m + top),  # above the interval, not across its cap
                 textcoords="offset points",
                 xytext=(0, -12 if inside else 3),
                 ha="center",
@@ -117,8 +117,10 @@ def plot_claims(rows: list[dict], stage: str, path: Path) -> Path | None:
             ecolor="#333",
         )
         ax.set_xticks(x, [f"{row['parent']}\nn={n}", f"{row['stage']}\nn={n}"], fontsize=8)
-        for xi, (rate, _, _) in zip(x, bars, strict=True):
-            ax.annotate(f"{rate:.2f}", (xi, rate), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        for xi, (rate, _, high) in zip(x, bars, strict=True):
+            ax.annotate(
+                f"{rate:.2f}", (xi, rate + high), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8
+            )
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
         ax.set_title(
