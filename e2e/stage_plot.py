@@ -79,6 +79,8 @@ def plot_stages(tasks: dict[str, dict | None], order: list[str], path: Path) -> 
             ax.set_ylim(0, 1)  # rates always on their whole range
         else:
             ax.axhline(0, color="#333", linewidth=0.8)
+            highest = max(m + top for m, top in zip(means, errors[1], strict=True))
+            ax.set_ylim(top=max(highest * 1.15, ax.get_ylim()[1]))  # room for the labels
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Each stage on held-out generated tasks (bars: 95% intervals)", fontsize=10)
