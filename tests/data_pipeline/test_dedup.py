@@ -95,6 +95,7 @@ def test_vectorised_word_hashes_follow_normalized_words():
         "",
         "   ",
         "unicode CAFÉ naïve",
+        "İstanbul emoji 😀emoji x\u00adsoft 𝐁old “quote”",  # combining dot, astral symbol and letter, soft hyphen
     ]
     flat, offsets = word_hashes(texts)
     seen: dict[str, int] = {}
