@@ -109,4 +109,4 @@ def test_cai_claims_get_their_own_400_prompt_safety_run(tmp_path):
             "label": name,
         }
     suite = OmegaConf.load(conf_dir() / "eval" / "redteam.yaml")
-    assert list(suite.tasks) == ["safety"] and suite.gate is None
+    assert list(suite.tasks) == ["safety"] and suite.gate.enabled is False
