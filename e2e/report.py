@@ -196,7 +196,7 @@ def _metric_n(evals: dict[str, dict | None], metric: str) -> int | None:
     return None
 
 
-def evals_suite_caption(evals: dict[str, dict | None]) -> str:
+def _suite_caption(evals: dict[str, dict | None]) -> str:
     suites = sorted({str(r.get("suite")) for r in evals.values() if r})
     return (
         f"suite {', '.join(suites)}: the n column is the items per metric; with a few items per benchmark "
@@ -326,7 +326,7 @@ def build_report(out: Path, results: list[StepResult], wandb_enabled: bool = Fal
     metric_names = sorted({k for m in flat.values() for k in m})
     if metric_names:
         lines += [
-            f"_{evals_suite_caption(evals)}_",
+            f"_{_suite_caption(evals)}_",
             "",
             "| metric | n | " + " | ".join(evaluated) + " |",
             "|---" * (len(evaluated) + 2) + "|",

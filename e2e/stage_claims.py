@@ -15,8 +15,9 @@ The task reports come from scripts/eval_tasks.py, which scores every checkpoint 
 the same order and records their prompt hashes. The CAI rows read the safety task's per-prompt rows
 (`<eval report>/samples/safety.jsonl`: id, kind, prompt, reply and `refused`) of the job's
 red-team run (steps `redteam_*` on scripts/build_redteam_set.py's 200 + 200 prompts; the eval
-suite's 25 + 25 packaged prompts when that run is absent), paired with SFT's by prompt id and text. A claim whose items do not line up, or whose
-checkpoint or report is missing, is reported as untested with the reason.
+suite's 25 + 25 packaged prompts when that run is absent), paired with SFT's by prompt id and
+text. A claim whose items do not line up, or whose checkpoint or report is missing, is reported
+as untested with the reason.
 
 The win-rate judge is the task's own verifier, as no judge model runs offline: of two answers to
 the same item, a correct one beats a wrong one, and between two equally correct ones an answer in the
@@ -216,12 +217,11 @@ def check_claim(
         if not parent or not child:
             missing = claim.parent if not parent else claim.stage
             return None, f"no per-item safety outcomes for {missing} (no eval report, or no {SAFETY_SAMPLES})"
-        paired = _paired_safety(parent, child, claim.metric.removeprefix(SAFETY))
+        kind = claim.metric.removeprefix(SAFETY)
+        paired = _paired_safety(parent, child, kind)
         if isinstance(paired, str):
             return None, paired
-        return paired_binary(claim.what, *paired, claim.alpha), _empty_refusals(
-            child, claim.metric.removeprefix(SAFETY)
-        )
+        return paired_binary(claim.what, *paired, claim.alpha), _empty_refusals(child, kind)
     parent, child = tasks.get(claim.parent), tasks.get(claim.stage)
     if not parent or not child:
         missing = claim.parent if not parent else claim.stage

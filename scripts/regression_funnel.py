@@ -14,7 +14,6 @@ tests/data_pipeline/test_regression_set.py asserts floors on the same figures at
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import re
@@ -23,6 +22,9 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+from lmforge.eval.data import read_jsonl
+from lmforge.formats.corpus import iter_records
 
 ROOT = Path(__file__).resolve().parents[1]
 LANGID_ONLY = [
@@ -44,17 +46,6 @@ def run_pipeline(crawl: Path, out: Path, *overrides: str) -> float:
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - start
-
-
-def corpus_rows(out: Path) -> list[dict]:
-    rows = []
-    for path in sorted(out.rglob("*.jsonl*")):
-        if "rejects" in path.parts:
-            continue
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            rows.extend(json.loads(line) for line in handle if line.strip())
-    return rows
 
 
 def _shingles(text: str, n: int = 5) -> frozenset[str]:
@@ -90,16 +81,16 @@ def jaccard_clusters(texts: list[str], threshold: float = 0.8) -> list[list[int]
 
 
 def measure(regset: Path) -> dict:
-    records = [json.loads(line) for line in (regset / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    records = read_jsonl(regset / "manifest.jsonl")
     seconds = run_pipeline(regset / "crawl", regset / "default")
     langid_seconds = run_pipeline(regset / "crawl", regset / "langid", *LANGID_ONLY)
     funnel = json.loads((regset / "default" / "funnel.json").read_text())
-    kept = Counter(row.get("url") for row in corpus_rows(regset / "default"))
+    kept = Counter(row.get("url") for row in iter_records(regset / "default"))
     kinds = Counter(f"{r['kind']}/{r['lang']}" for r in records)
     kept_kinds = Counter(f"{r['kind']}/{r['lang']}" for r in records if kept[r["url"]])
     clean = [r for r in records if r["kind"] == "doc"]  # the builder's clean documentation pages
     truth = {r["url"]: r["lang"] for r in records}
-    labelled = [(row.get("language"), truth.get(row.get("url"))) for row in corpus_rows(regset / "langid")]
+    labelled = [(row.get("language"), truth.get(row.get("url"))) for row in iter_records(regset / "langid")]
     langid = {}
     for lang in ("de", "fr", "es"):
         said = [actual for label, actual in labelled if label == lang]
