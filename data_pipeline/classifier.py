@@ -14,10 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.feature_extraction.text import HashingVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
-from sklearn.model_selection import train_test_split
 
 from lmforge.formats.files import atomic_path, write_json
 
@@ -56,7 +52,11 @@ class TextClassifier:
         self.report = report or {}
 
     @staticmethod
-    def _vectorizer(p: VectorizerParams) -> HashingVectorizer:
+    def _vectorizer(p: VectorizerParams):
+        # Imported here: scikit-learn takes ~1.3 s to import, and a run whose classifiers are
+        # all off (or a worker that never scores a page) should not pay it.
+        from sklearn.feature_extraction.text import HashingVectorizer
+
         return HashingVectorizer(
             n_features=p.n_features,
             ngram_range=(1, p.ngram_max),
@@ -104,6 +104,10 @@ def train_classifier(
     C: float = 4.0,
 ) -> tuple[TextClassifier, TrainReport]:
     """Fit on a stratified split and report held-out precision/recall at threshold 0.5."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+    from sklearn.model_selection import train_test_split
+
     if len(positives) < 5 or len(negatives) < 5:
         raise ValueError(f"need >= 5 examples per class, got {len(positives)} positives, {len(negatives)} negatives")
     params = params or VectorizerParams()

@@ -1,7 +1,7 @@
 """Exact and MinHash-LSH near-duplicate detection as one global step.
 
 Per shard (in the workers): a normalised-text hash and a MinHash signature per document
-(rensa, 5-gram word shingles). Globally (one process, over every shard's signatures):
+(5-gram word shingles, compiled in ``minhash_kernels``). Globally (one process, over every shard's signatures):
 1. exact duplicates: equal normalised hashes;
 2. LSH: split each signature into ``bands`` x ``rows``; documents sharing any band are
    candidate pairs (edges);
@@ -15,18 +15,18 @@ Massive Datasets, ch. 3.4).
 
 from __future__ import annotations
 
-import itertools
+import functools
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rensa import RMinHash
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from data_pipeline import minhash_kernels as kernels
 from lmforge.formats.files import atomic_path
 
 _WORD = re.compile(r"\w+")
@@ -69,155 +69,61 @@ def shingles(normalized: str, n: int) -> list[str]:
     return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
-def _shingle_hashes(word_hashes: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hash every in-document word n-gram from per-word u64 hashes, for all documents at once.
+def _encoded(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every text's bytes for the kernels, in one buffer, and where each text ends.
 
-    A shingle hash is a polynomial in its words' hashes (wrapping u64 arithmetic). Windows
-    that would straddle two documents are masked out. A document shorter than n words gets
-    one shingle over all its words; an empty one a single zero token.
-    """
-    total = len(word_hashes)
-    lengths = np.diff(offsets)
-    windows = max(total - n + 1, 0)
-    h = np.zeros(windows, dtype=np.uint64)
-    for k in range(n):
-        h = h * np.uint64(0x100000001B3) + word_hashes[k : k + windows]
-    # Window i is valid when it ends inside the document where it starts.
-    doc_of_start = np.repeat(np.arange(len(lengths)), lengths)[:windows]
-    valid = np.arange(windows) + n <= offsets[1:][doc_of_start] if windows else np.zeros(0, bool)
-    rows: list[np.ndarray] = []
-    counts = np.maximum(lengths - n + 1, 0)
-    starts = offsets[:-1]
-    kept = h[valid]
-    kept_offsets = np.concatenate([[0], np.cumsum(counts)])
-    for doc in np.flatnonzero(counts == 0):  # short documents: one shingle each (rare)
-        short = 0
-        for w in word_hashes[starts[doc] : starts[doc] + lengths[doc]].tolist():
-            short = (short * 0x100000001B3 + w) & 0xFFFFFFFFFFFFFFFF  # same wrap as the numpy path
-        rows.append((int(doc), np.uint64(short)))
-    if not rows:
-        return kept, kept_offsets
-    # Splice the short documents' single shingles in at their positions.
-    counts = counts.copy()
-    counts[[d for d, _ in rows]] = 1
-    out = np.empty(int(counts.sum()), dtype=np.uint64)
-    out_offsets = np.concatenate([[0], np.cumsum(counts)])
-    for doc in range(len(lengths)):
-        a, b = kept_offsets[doc], kept_offsets[doc + 1]
-        if b > a:
-            out[out_offsets[doc] : out_offsets[doc + 1]] = kept[a:b]
-    for doc, value in rows:
-        out[out_offsets[doc]] = value
-    return out, out_offsets
+    ASCII text goes as is (the kernel lowercases it); other text is NFKC-normalised and
+    lowercased first, exactly as ``normalized_words`` does."""
+    parts = [
+        t.encode("ascii") if t.isascii() else unicodedata.normalize("NFKC", t).lower().encode("utf-8", "surrogatepass")
+        for t in texts
+    ]
+    ends = np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)))
+    return np.frombuffer(b"".join(parts), dtype=np.uint8), ends
 
 
-# \w is exactly "alphanumeric or underscore". ASCII text goes through one 256-byte table
-# (lowercase, non-word bytes to spaces); other text is NFKC-normalised and lowercased, its few
-# distinct non-ASCII non-word characters (curly quotes, dashes, emoji) become spaces, and the same
-# table does the ASCII part. Splitting on spaces then gives ``normalized_words``' words without a
-# Python object per word (2.5x faster than a per-character str.translate on the benchmark mix).
-_ASCII_TABLE = bytes(
-    (ord(chr(b).lower()) if chr(b).isalnum() or b == 0x5F else 0x20) if b < 0x80 else b for b in range(256)
-)
-_BATCH_BYTES = 1 << 23
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+def _batches(texts: Sequence[str]) -> Iterator[Sequence[str]]:
+    """Consecutive slices of about ``_BATCH_CHARS`` characters, so the byte buffer stays small."""
+    i = 0
+    while i < len(texts):
+        j, size = i, 0
+        while j < len(texts) and (j == i or size < _BATCH_CHARS):
+            size += len(texts[j])
+            j += 1
+        yield texts[i:j]
+        i = j
 
 
-def _normalized_bytes(text: str) -> bytes:
-    if text.isascii():
-        return text.encode("ascii").translate(_ASCII_TABLE)
-    text = unicodedata.normalize("NFKC", text).lower()
-    for char in {c for c in set(text) if c > "\x7f" and not (c.isalnum() or c == "_")}:
-        text = text.replace(char, " ")
-    return text.encode("utf-8", "surrogatepass").translate(_ASCII_TABLE)
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads bits so that close inputs get unrelated hashes."""
-    with np.errstate(over="ignore"):
-        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return h ^ (h >> np.uint64(31))
-
-
-def _span_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """u64 hash of each byte span: its bytes read 8 at a time as integers, chained through
-    ``_mix``. Most words fit one pass; only longer ones take more."""
-    lengths = ends - starts
-    padded = np.concatenate((buf, np.zeros(8, np.uint8)))
-    lanes = np.arange(8)
-    h = lengths.astype(np.uint64) * _GOLDEN
-    active = np.arange(len(starts))
-    k = 0
-    while active.size:
-        left = lengths[active] - 8 * k
-        chunk = padded[(starts[active] + 8 * k)[:, None] + lanes[None, :]]
-        chunk[lanes[None, :] >= left[:, None]] = 0
-        with np.errstate(over="ignore"):
-            h[active] = _mix(h[active] + np.ascontiguousarray(chunk).view(np.uint64)[:, 0])
-        active = active[left > 8]
-        k += 1
-    return h
+_BATCH_CHARS = 1 << 25
 
 
 def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(u64 hash of every normalised word of every text, flat; per-text word offsets [N+1]).
-
-    One byte buffer per batch; word boundaries and hashes in numpy.
-    """
-    hashes: list[np.ndarray] = []
-    counts: list[np.ndarray] = []
-    i = 0
-    while i < len(texts):
-        chunk: list[bytes] = []
-        size = 0
-        while i < len(texts) and (not chunk or size < _BATCH_BYTES):
-            chunk.append(_normalized_bytes(texts[i]))
-            size += len(chunk[-1]) + 1
-            i += 1
-        buf = np.frombuffer(b" ".join(chunk) + b" ", dtype=np.uint8)
-        edges = np.diff((buf != 32).view(np.int8), prepend=np.int8(0))
-        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-        hashes.append(_span_hashes(buf, starts, ends))
-        doc_starts = np.cumsum([0] + [len(b) + 1 for b in chunk])
-        counts.append(np.diff(np.searchsorted(starts, doc_starts)))
-    flat = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
-    offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]) if counts else np.zeros(1)
-    return flat, offsets.astype(np.int64)
+    """(u64 hash of every normalised word of every text, flat; per-text word offsets [N+1])."""
+    buf, ends = _encoded(texts)
+    return kernels.word_hashes_kernel(buf, ends, kernels.word_char_mask())
 
 
-def _doc_hashes(flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Order-sensitive u64 hash of each document's word sequence: a sum of mixed
-    (word hash, position) pairs, so equal normalised text gives equal hashes."""
-    lengths = np.diff(offsets)
-    position = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)
-    with np.errstate(over="ignore"):
-        terms = _mix(flat ^ (position.astype(np.uint64) * _GOLDEN))
-        sums = np.add.reduceat(terms, np.minimum(offsets[:-1], max(len(terms) - 1, 0))) if len(terms) else terms
-        sums = np.where(lengths > 0, sums[: len(lengths)] if len(terms) else 0, 0).astype(np.uint64)
-        return _mix(sums + lengths.astype(np.uint64))
+@functools.cache
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random odd multipliers and offsets of the MinHash permutations ``a * s + b`` (mod 2^64)."""
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(np.uint64).max
+    a = rng.integers(0, top, size=num_perm, dtype=np.uint64, endpoint=True) | np.uint64(1)
+    return a, rng.integers(0, top, size=num_perm, dtype=np.uint64, endpoint=True)
 
 
 def signatures(texts: Sequence[str], cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
     """(exact hashes uint64 [N], MinHash signatures uint32 [N, bands*rows]).
 
-    Words are hashed in numpy over one byte buffer, n-grams combined in numpy, and MinHash
-    computed in Rust (rensa) over one flat buffer: no Python object per word or shingle.
-    The exact hash is a polynomial over the document's word hashes (equal normalised text,
-    equal hash).
+    Words, shingles and MinHash run in one compiled pass (``minhash_kernels``); equal normalised
+    text gives an equal exact hash.
     """
     if not texts:
         return np.zeros(0, np.uint64), np.zeros((0, cfg.num_perm), dtype=np.uint32)
-    flat, offsets = word_hashes(texts)
-    hashes = _doc_hashes(flat, offsets)
-    shingle_hashes, shingle_offsets = _shingle_hashes(flat, offsets, cfg.ngram)
-    matrix = RMinHash.digest_matrix_from_flat_token_hashes(
-        shingle_hashes, shingle_offsets.astype(np.uint64), cfg.num_perm, cfg.seed
-    )
-    rows = matrix.to_rows()
-    return hashes, np.fromiter(
-        itertools.chain.from_iterable(rows), dtype=np.uint32, count=len(rows) * cfg.num_perm
-    ).reshape(len(rows), cfg.num_perm)
+    perm_a, perm_b = _permutations(cfg.num_perm, cfg.seed)
+    mask = kernels.word_char_mask()
+    parts = [kernels.signatures_kernel(*_encoded(batch), mask, cfg.ngram, perm_a, perm_b) for batch in _batches(texts)]
+    return np.concatenate([h for h, _ in parts]), np.concatenate([s for _, s in parts])
 
 
 def save_signatures(path: Path, ids: Sequence[str], hashes: np.ndarray, sigs: np.ndarray, sizes: np.ndarray) -> None:

@@ -72,10 +72,10 @@ class LocalExecutor:
             bar.close()
             return results
         # forkserver, not fork: a fork taken while another library's thread holds a lock (BLAS,
-        # tokenizers, spaCy in the benchmark) deadlocks the child. The server preloads the
-        # pipeline once, so workers still start without re-importing it.
+        # tokenizers, spaCy in the benchmark) deadlocks the child. The server imports the
+        # pipeline and warms its compiled kernels once, so workers start with both ready.
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["data_pipeline.pipeline"])
+        ctx.set_forkserver_preload(["data_pipeline.pipeline", "data_pipeline.warm_kernels"])
         workers = min(self.num_workers, len(items))
         with ctx.Pool(workers, initializer=_watch_parent, initargs=(os.getpid(),), maxtasksperchild=None) as pool:
             results = []

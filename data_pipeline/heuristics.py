@@ -21,7 +21,6 @@ Each filter returns the first failed rule as the removal reason (``gopher_word_c
 
 from __future__ import annotations
 
-import bisect
 import functools
 import itertools
 import math
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from rensa import RMinHash
 
+from data_pipeline import ngram_kernels
 from lmforge.formats.corpus import Document
 
 # spaCy-style tokenisation (what datatrove's English filters count): whitespace chunks, then
@@ -333,124 +333,6 @@ def _dup_fraction(items: list[str], total: int | None = None) -> tuple[float, in
     return dup_items / (total or len(items)), dup_chars
 
 
-def _ngram_hashes(word_ids: np.ndarray, max_n: int) -> dict[int, np.ndarray]:
-    """Polynomial hashes of every n-gram window for n = 1..max_n, each built from the (n-1)-grams.
-
-    uint64 arithmetic wraps, which is fine: only equality of hashes is used.
-    """
-    hashes = {1: word_ids}
-    for n in range(2, max_n + 1):
-        prev = hashes[n - 1]
-        if len(prev) < 2:
-            break
-        hashes[n] = prev[:-1] * np.uint64(1_000_003) + word_ids[n - 1 :]
-    return hashes
-
-
-def _sorted_rows(grams: dict[int, np.ndarray], ns: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stack the n-gram hash arrays of several n as rows and sort each row (stable).
-
-    Returns (order, new_group, valid): per-call numpy overhead, not arithmetic, dominates on
-    page-sized inputs, so every n is handled in one 2-D call. Padding cells get distinct
-    values from 2^64-1 down, so they never group with anything.
-    """
-    width = max(len(grams[n]) for n in ns)
-    matrix = np.empty((len(ns), width), dtype=np.uint64)
-    lengths = np.array([len(grams[n]) for n in ns])
-    for row, n in enumerate(ns):
-        matrix[row, : lengths[row]] = grams[n]
-        matrix[row, lengths[row] :] = np.uint64(2**64 - 1) - np.arange(width - lengths[row], dtype=np.uint64)
-    order = matrix.argsort(axis=1, kind="stable")
-    ordered = np.take_along_axis(matrix, order, axis=1)
-    new_group = np.ones_like(ordered, dtype=bool)
-    new_group[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    valid = np.arange(width)[None, :] < lengths[:, None]
-    return order, new_group, valid
-
-
-def _rows_for(grams: dict[int, np.ndarray], ns: list[int], presorted: tuple | None):
-    """(order, new_group, valid) for ``ns``: sorted here, or the matching rows of a sort of more n."""
-    if presorted is None:
-        return _sorted_rows(grams, ns)
-    all_ns, order, new_group, valid = presorted
-    idx = [all_ns.index(n) for n in ns]
-    return order[idx], new_group[idx], valid[idx]
-
-
-def _top_ngram_chars(
-    grams: dict[int, np.ndarray], lengths: np.ndarray, ns: list[int], presorted: tuple | None = None
-) -> dict[int, int]:
-    """For each n: characters of the most frequent n-gram (words joined by one space) times its count.
-
-    Ties go to the n-gram seen first, as ``Counter.most_common`` does.
-    """
-    ns = [n for n in ns if n in grams]
-    out = {n: 0 for n in ns}
-    if not ns:
-        return out
-    order, new_group, _ = _rows_for(grams, ns, presorted)
-    width = order.shape[1]
-    starts = np.flatnonzero(new_group)  # flat indices of run starts (row-major)
-    counts = np.diff(np.append(starts, new_group.size))
-    rows = starts // width
-    counts = np.minimum(counts, (rows + 1) * width - starts)  # a run never crosses its row's end
-    first_col = order.ravel()[starts]  # stable sort: the run's first item is its earliest position
-    # Best run per row: highest count, then earliest first occurrence.
-    best = np.lexsort((first_col, -counts, rows))
-    is_first_of_row = np.concatenate(([True], rows[best][1:] != rows[best][:-1]))
-    cum = np.concatenate(([0], np.cumsum(lengths)))
-    for idx in best[is_first_of_row]:
-        n = ns[rows[idx]]
-        col = first_col[idx]
-        out[n] = int((cum[col + n] - cum[col] + n - 1) * counts[idx])
-    return out
-
-
-def _repeat_positions(
-    grams: dict[int, np.ndarray], ns: list[int], presorted: tuple | None = None
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """For each n: ascending positions whose n-gram also occurs earlier, and that n-gram's first position."""
-    ns = [n for n in ns if n in grams]
-    if not ns:
-        return {}
-    order, new_group, valid = _rows_for(grams, ns, presorted)
-    # Stable sort: a group's first sorted item is its earliest position.
-    group_first = np.take_along_axis(
-        order, np.maximum.accumulate(np.where(new_group, np.arange(order.shape[1])[None, :], 0), axis=1), axis=1
-    )
-    first_of = np.empty_like(order)
-    np.put_along_axis(first_of, order, group_first, axis=1)
-    out = {}
-    for row, n in enumerate(ns):
-        pos = np.flatnonzero((first_of[row] != np.arange(order.shape[1])) & valid[row])
-        out[n] = (pos, first_of[row][pos])
-    return out
-
-
-def _dup_ngram_chars(repeats: tuple[np.ndarray, np.ndarray], hashes: np.ndarray, cum: np.ndarray, n: int) -> int:
-    """Characters (words joined without spaces) of repeated n-grams as datatrove counts them:
-    scan left to right; a repeat is counted and the scan jumps n words ahead, and an n-gram
-    counts as seen only if the scan visited it. Only positions whose n-gram occurred earlier
-    can be repeats, so only they are looped over: a first occurrence is seen unless a jump
-    skipped it; a later one only if the scan visited it and did not count it."""
-    positions, firsts = repeats
-    total, next_free = 0, 0
-    jump_starts: list[int] = []  # windows (start, start + n) that the scan jumped over
-    visited: set[int] = set()
-    for pos, first, h in zip(positions.tolist(), firsts.tolist(), hashes[positions].tolist()):
-        if pos < next_free:
-            continue
-        k = bisect.bisect_right(jump_starts, first) - 1
-        first_seen = k < 0 or first >= jump_starts[k] + n
-        if first_seen or h in visited:
-            total += int(cum[pos + n] - cum[pos])
-            next_free = pos + n
-            jump_starts.append(pos)  # the repeat itself is not added: it was already seen
-        else:
-            visited.add(h)
-    return total
-
-
 def gopher_repetition(text: str, cfg: GopherRepetitionConfig, words: list[str] | None = None) -> str | None:
     if not text:
         return "gopher_empty"
@@ -472,24 +354,15 @@ def gopher_repetition(text: str, cfg: GopherRepetitionConfig, words: list[str] |
         return None
     word_ids = np.asarray(RMinHash.hash_token_sets([words])[0], dtype=np.uint64)  # hashed in Rust
     lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    top, dup = cfg.top_ngram_char_frac, cfg.dup_ngram_char_frac
-    grams = _ngram_hashes(word_ids, max(int(n) for n in [*top, *dup, "1"]))
-    all_ns = sorted({int(n) for n in [*top, *dup]} & set(grams))
-    presorted = (all_ns, *_sorted_rows(grams, all_ns)) if all_ns else None  # one sort for every n
-    top_chars = _top_ngram_chars(grams, lengths, sorted(int(n) for n in top), presorted)
-    for n, limit in sorted(top.items(), key=lambda kv: int(kv[0])):
-        if top_chars.get(int(n), 0) / size > limit:
+    top = sorted((int(n), limit) for n, limit in cfg.top_ngram_char_frac.items())
+    chars = ngram_kernels.top_ngram_chars(word_ids, lengths, np.array([n for n, _ in top], dtype=np.int64))
+    for (n, limit), c in zip(top, chars.tolist()):
+        if c / size > limit:
             return f"gopher_top_{n}gram"
-    repeats = _repeat_positions(grams, sorted(int(n) for n in dup), presorted)
-    cum = np.concatenate(([0], np.cumsum(lengths)))
-    for n, limit in sorted(dup.items(), key=lambda kv: int(kv[0])):
-        rep = repeats.get(int(n))
-        if rep is None or not len(rep[0]):
-            continue
-        # The scan counts a subset of the repeats: when all of them stay under the limit, skip it.
-        if int((cum[rep[0] + int(n)] - cum[rep[0]]).sum()) / size <= limit:
-            continue
-        if _dup_ngram_chars(rep, grams[int(n)], cum, int(n)) / size > limit:
+    dup = sorted((int(n), limit) for n, limit in cfg.dup_ngram_char_frac.items())
+    chars = ngram_kernels.dup_ngram_chars(word_ids, lengths, np.array([n for n, _ in dup], dtype=np.int64))
+    for (n, limit), c in zip(dup, chars.tolist()):
+        if c / size > limit:
             return f"gopher_dup_{n}gram"
     return None
 

@@ -16,6 +16,8 @@ readers skipped). ``strict=true`` re-raises instead, naming the record.
 
 from __future__ import annotations
 
+import copy
+import functools
 import glob
 import hashlib
 import json
@@ -102,9 +104,7 @@ def build_steps(cfg: PipelineConfig, models_dir: Path) -> list:
     if content.malware.enabled:
         steps.append(MalwareFilter(content.malware, content.domains))
     if content.toxicity.enabled:
-        path = content.toxicity.classifier_path or (
-            models_dir / "toxicity" if content.toxicity.train_classifier else None
-        )
+        path = content.toxicity.classifier_path or (models_dir / "toxicity" if _trains_toxicity(cfg) else None)
         steps.append(ToxicityFilter(content.toxicity, TextClassifier.load(path) if path else None, content.domains))
     if content.pii.enabled:
         steps.append(PiiFilter(content.pii, content.domains))
@@ -212,10 +212,21 @@ def _published(cfg: PipelineConfig, work: WorkDir, shard: str, rejects_file: str
     return True
 
 
+@functools.lru_cache(maxsize=4)
+def _validated(cfg_json: str) -> PipelineConfig:
+    return to_pipeline_config(json.loads(cfg_json))
+
+
+def _task_config(cfg_dict: dict) -> PipelineConfig:
+    """The task's config, validated once per worker process: OmegaConf's schema merge takes
+    ~0.1 s, and every shard task carries the same config."""
+    return copy.deepcopy(_validated(json.dumps(cfg_dict, sort_keys=True, default=str)))
+
+
 def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
     """Read one shard, run the document chain, write survivors + their dedup signatures."""
     cfg_dict, shard_dict, work_root = task
-    cfg, shard, work = to_pipeline_config(cfg_dict), Shard(**shard_dict), WorkDir(Path(work_root))
+    cfg, shard, work = _task_config(cfg_dict), Shard(**shard_dict), WorkDir(Path(work_root))
     marker = work.marker("process", shard.name)
     if marker.exists():
         result = read_json(marker)
@@ -243,7 +254,7 @@ def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
     def checkpoint() -> None:
         nonlocal chunk_docs, chunk_funnel, chunk_rejects, chunk_records
         index = len(done)
-        write_jsonl_gz(work.chunk(shard.name, index), chunk_docs)
+        write_jsonl_gz(work.chunk(shard.name, index), chunk_docs, compresslevel=1)
         entry = {"records": chunk_records, "funnel": chunk_funnel.to_dict(), "rejects": chunk_rejects}
         write_json(work.chunk_marker(shard.name, index), entry, sort_keys=False)
         done.append(entry)
@@ -276,7 +287,7 @@ def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
     started = time.perf_counter()
     hashes, sigs = signatures([r["text"] for r in kept], cfg.dedup)
     signature_seconds = time.perf_counter() - started  # reported on the dedup row
-    write_jsonl_gz(work.processed(shard.name), kept)
+    write_jsonl_gz(work.processed(shard.name), kept, compresslevel=1)
     save_signatures(
         work.signatures(shard.name),
         [r["id"] for r in kept],
@@ -308,7 +319,7 @@ def process_shard(task: tuple[dict, dict, str]) -> dict[str, Any]:
 def mix_shard(task: tuple[dict, int, str, str, dict[str, float], dict[str, str]]) -> dict[str, Any]:
     """Write one shard's survivors into ``<output>/<domain>/part-<index>.jsonl.gz`` with mix copies."""
     cfg_dict, index, shard_name, work_root, factors, drops = task
-    cfg, work = to_pipeline_config(cfg_dict), WorkDir(Path(work_root))
+    cfg, work = _task_config(cfg_dict), WorkDir(Path(work_root))
     marker = work.marker("mix", shard_name)
     if marker.exists():
         result = read_json(marker)
@@ -383,6 +394,13 @@ def _inputs(cfg: PipelineConfig, work: WorkDir) -> list[str]:
     return paths
 
 
+def _trains_toxicity(cfg: PipelineConfig) -> bool:
+    """The run trains its own toxicity classifier, unless one is given or no domain is filtered
+    (``content.domains: []``)."""
+    tox = cfg.content.toxicity
+    return tox.enabled and tox.train_classifier and not tox.classifier_path and cfg.content.domains != []
+
+
 def prepare_models(cfg: PipelineConfig, work: WorkDir, inputs: list[str]) -> dict[str, Any]:
     """Train the classifiers the config asks the run to train (skipped when already saved)."""
     reports: dict[str, Any] = {}
@@ -396,8 +414,7 @@ def prepare_models(cfg: PipelineConfig, work: WorkDir, inputs: list[str]) -> dic
             log.info("training the quality classifier into %s", out)
             q = cfg.quality
             reports["quality"] = prepare_quality_model(inputs, out, q.max_train_docs, cfg.seed, q.min_negatives)
-    tox = cfg.content.toxicity
-    if tox.enabled and tox.train_classifier and not tox.classifier_path:
+    if _trains_toxicity(cfg):
         out = work.models / "toxicity"
         if not (out / "classifier.json").exists():
             from data_pipeline.synthetic import toxicity_training_set

@@ -108,3 +108,16 @@ def test_vectorised_word_hashes_follow_normalized_words():
     assert len(set(seen.values())) == len(seen)
     hashes, _ = signatures(texts, DedupConfig())
     assert hashes[0] == hashes[1] and hashes[3] == hashes[4] and hashes[0] != hashes[2]
+
+
+def test_signatures_do_not_depend_on_batching(monkeypatch):
+    """Texts are encoded and hashed in batches of bounded size; the split must not change a row."""
+    import data_pipeline.dedup as dedup
+
+    rng = random.Random(5)
+    texts = [prose_doc(rng, rng.randint(0, 12)) for _ in range(40)] + ["", "Ünïcödé café", "a b c d e f"]
+    whole = signatures(texts, DedupConfig())
+    monkeypatch.setattr(dedup, "_BATCH_CHARS", 500)
+    assert len(list(dedup._batches(texts))) > 5
+    batched = signatures(texts, DedupConfig())
+    assert np.array_equal(whole[0], batched[0]) and np.array_equal(whole[1], batched[1])

@@ -187,3 +187,23 @@ def test_quoted_glob_input_is_expanded(tmp_path):
     assert _inputs(cfg, None) == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), str(tmp_path / "c.txt")]
     with pytest.raises(FileNotFoundError, match=r"pipeline input not found: .*nothing/\*\.warc\.gz"):
         run_pipeline(fast_config(f"{tmp_path}/nothing/*.warc.gz", tmp_path / "out"))
+
+
+def test_toxicity_classifier_is_trained_only_when_some_domain_uses_it():
+    from data_pipeline.pipeline import _trains_toxicity
+
+    assert _trains_toxicity(to_pipeline_config({}))
+    assert not _trains_toxicity(to_pipeline_config({"content": {"domains": []}}))  # the filter sees no page
+    assert _trains_toxicity(to_pipeline_config({"content": {"domains": ["web"]}}))
+    assert not _trains_toxicity(to_pipeline_config({"content": {"toxicity": {"classifier_path": "/m"}}}))
+
+
+def test_shard_tasks_validate_the_config_once_per_process():
+    from data_pipeline.pipeline import _task_config, _validated
+
+    _validated.cache_clear()
+    cfg = {"input": "a", "output": "b", "heuristics": {"c4": {"enabled": False}}}
+    first, second = _task_config(cfg), _task_config(dict(cfg))
+    assert _validated.cache_info().misses == 1 and _validated.cache_info().hits == 1
+    assert first == second and first is not second  # a copy: one task cannot change the next one's config
+    assert first.heuristics.c4.enabled is False and first.output == "b"

@@ -38,13 +38,14 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def write_jsonl_gz(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+def write_jsonl_gz(path: Path, rows: Iterable[dict[str, Any]], compresslevel: int = 6) -> int:
     """Write rows atomically; mtime=0 and no embedded file name (it would be the tmp name, with the
-    pid) keep the gzip bytes reproducible across runs."""
+    pid) keep the gzip bytes reproducible across runs. Scratch files that are read once can pass
+    ``compresslevel=1`` (several times faster to write, about 1.3x larger)."""
     count = 0
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as raw:
-            gz = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=6)
+            gz = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=compresslevel)
             with gz:
                 for row in rows:
                     gz.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass"))
