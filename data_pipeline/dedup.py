@@ -105,7 +105,7 @@ def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random odd multipliers and offsets of the MinHash permutations ``a * s + b`` (mod 2^64)."""
+    """Random odd multipliers and offsets of the MinHash permutations (``minhash_kernels._permute``)."""
     rng = np.random.default_rng(seed)
     top = np.iinfo(np.uint64).max
     a = rng.integers(0, top, size=num_perm, dtype=np.uint64, endpoint=True) | np.uint64(1)
