@@ -2,8 +2,11 @@
 
 Each step is the same command a user would type (so the end-to-end job exercises the real
 entry points). A step is complete when its output directory holds `e2e_step.json` whose
-key matches the step's command and its parents' keys: change a step's config and it and
-everything downstream reruns; kill the job and a rerun resumes at the first unfinished step.
+key matches the step's command, its parents' keys and the contents of the config tree the
+commands compose (``watched``): change a step's overrides, or edit a YAML file under ``conf/``,
+and the affected steps and everything downstream rerun; kill the job and a rerun resumes at the
+first unfinished step. Any edit under a watched tree reruns every step: the runner cannot tell
+which files a command's Hydra composition read, and a stale cached stage is worse than a rerun.
 """
 
 from __future__ import annotations
@@ -45,9 +48,18 @@ class StepFailed(RuntimeError):
     pass
 
 
-def step_key(step: Step, parent_keys: list[str]) -> str:
-    payload = json.dumps({"command": step.command, "parents": parent_keys}, sort_keys=True)
+def step_key(step: Step, parent_keys: list[str], watched: str = "") -> str:
+    payload = json.dumps({"command": step.command, "parents": parent_keys, "watched": watched}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def tree_fingerprint(roots: list[Path]) -> str:
+    """sha256 over the relative paths and bytes of every file under ``roots`` (sorted)."""
+    digest = hashlib.sha256()
+    for root in roots:
+        for path in sorted(p for p in Path(root).rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _read_done(output: Path) -> dict | None:
@@ -77,15 +89,18 @@ def _run_logged(command: list[str], log_path: Path, env: dict[str, str]) -> int:
     return code
 
 
-def run_steps(steps: list[Step], log_dir: Path, env: dict[str, str] | None = None) -> list[StepResult]:
+def run_steps(
+    steps: list[Step], log_dir: Path, env: dict[str, str] | None = None, watched: list[Path] | None = None
+) -> list[StepResult]:
     env = {**os.environ, **(env or {})}
+    fingerprint = tree_fingerprint(watched or [])
     keys: dict[str, str] = {}
     results: list[StepResult] = []
     for index, step in enumerate(steps, 1):
         missing = [p for p in step.parents if p not in keys]
         if missing:
             raise ValueError(f"step {step.name!r} names parents {missing} that do not run before it")
-        key = step_key(step, [keys[p] for p in step.parents])
+        key = step_key(step, [keys[p] for p in step.parents], fingerprint)
         keys[step.name] = key
         done = _read_done(step.output)
         header = f"[{index}/{len(steps)}] {step.name}"

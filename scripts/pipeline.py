@@ -67,7 +67,7 @@ def main(cfg: DictConfig) -> None:
     preflight(cfg.eval_suite)
     start = time.perf_counter()
     try:
-        results = run_steps(build_steps(cfg), out / "logs", env=env)
+        results = run_steps(build_steps(cfg), out / "logs", env=env, watched=[conf_dir()])
     except StepFailed as err:
         # The step's own output is above and in its log; rerunning resumes at this step.
         raise SystemExit(f"\npipeline stopped: {err}\nFix the cause and rerun: finished steps are skipped.") from None

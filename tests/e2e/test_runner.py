@@ -62,3 +62,17 @@ def test_failure_names_the_step_and_keeps_earlier_work(tmp_path):
 def test_unknown_parent_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="parents"):
         run_steps([Step("x", _writer(tmp_path / "x", "x"), tmp_path / "x", parents=["nope"])], tmp_path / "l")
+
+
+def test_editing_a_watched_config_file_reruns_the_steps(tmp_path):
+    """A stage's YAML edited between runs must not leave its old artifact standing as 'complete'."""
+    conf = tmp_path / "conf"
+    (conf / "stage").mkdir(parents=True)
+    (conf / "stage" / "sft.yaml").write_text("lr: 1e-3\n")
+    run_steps(_steps(tmp_path), tmp_path / "logs", watched=[conf])
+    same = run_steps(_steps(tmp_path), tmp_path / "logs", watched=[conf])
+    assert [r.status for r in same] == ["cached", "cached"]
+    (conf / "stage" / "sft.yaml").write_text("lr: 3e-3\n")
+    edited = run_steps(_steps(tmp_path), tmp_path / "logs", watched=[conf])
+    assert [r.status for r in edited] == ["ran", "ran"]
+    assert count(tmp_path / "a") == 2 and count(tmp_path / "b") == 2
