@@ -17,7 +17,9 @@ peer time / lmforge time (>1: lmforge faster) as median with min-max over the ti
   generate  lmforge.generate greedy (batch 1 and 8)   vs HF generate (greedy, no stop token)
 
 With --compile, give --warmup enough steps to compile every decode bucket (batch and cache
-rounded up to powers of two) or compile time lands in the timed steps.
+rounded up to powers of two) or compile time lands in the timed steps. Generation then also sets
+`freeze_weights` (its weights are fixed, as in eval and serving); GRPO does not, since its
+policy changes every step.
 
 The peers live in their own environment, made on first use: `.venv-peers`, a venv that sees the
 project's .venv (torch, transformers, lmforge) through a .pth file and adds TRL and litgpt
@@ -568,7 +570,9 @@ def bench_generate(args, batch: int):
     for _ in range(args.steps + args.warmup):
         lengths = torch.randint(args.prompt_len // 2, args.prompt_len + 1, (batch,), generator=gen).tolist()
         prompts_per_step.append([torch.randint(3, args.vocab, (n,), generator=gen).tolist() for n in lengths])
-    sampling = SamplingConfig(max_new_tokens=args.new_tokens, temperature=0.0, compile=args.compile)
+    sampling = SamplingConfig(
+        max_new_tokens=args.new_tokens, temperature=0.0, compile=args.compile, freeze_weights=args.compile
+    )
     outputs = {}
 
     def ours_step(i):

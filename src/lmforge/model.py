@@ -295,6 +295,21 @@ def _flex_attention():
     return _FLEX
 
 
+def _one_query_attention(q, k, v, key_mask: torch.Tensor) -> torch.Tensor:
+    """A compiled decode step's attention: one query per row against the cache, written out so
+    inductor fuses scores, mask and softmax into its own loops. SDPA would fall back to the
+    flash kernel there, whose per-call cost is most of the attention time at this size.
+    q [B, H, 1, D], k/v [B, KV, S, D], key_mask [B, 1, 1, S] bool; the query heads of a kv
+    head are grouped as rows, so GQA needs no copies."""
+    bsz, n_heads, _, head_dim = q.shape
+    n_kv = k.shape[1]
+    q = q.view(bsz, n_kv, n_heads // n_kv, head_dim)
+    scores = (q @ k.transpose(-1, -2)) * head_dim**-0.5  # [B, KV, G, S]
+    scores = scores.masked_fill(~key_mask.view(bsz, 1, 1, -1), float("-inf"))
+    out = scores.softmax(dim=-1) @ v  # [B, KV, G, D]
+    return out.view(bsz, n_heads, 1, head_dim)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
@@ -327,6 +342,8 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1, enable_gqa=gqa)
         elif isinstance(attn_mask, DocumentMask):
             out = attn_mask.attend(q, k, v, gqa)
+        elif seq == 1 and attn_mask.dtype == torch.bool and torch.compiler.is_compiling():
+            out = _one_query_attention(q, k, v, attn_mask)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
         return self.o_proj(out.transpose(1, 2).reshape(bsz, seq, -1))
@@ -398,6 +415,7 @@ class Transformer(nn.Module):
         attn_mask: torch.Tensor | DocumentMask | None = None,
         kv_cache: KVCache | None = None,
         return_hidden: bool = False,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         input_ids: [B, T] token ids.
@@ -410,6 +428,9 @@ class Transformer(nn.Module):
         kv_cache: when given, new keys/values are appended and attention covers the cache.
         return_hidden: return the final normalised hidden states [B, T, d] instead of logits
             (reward heads, chunked losses).
+        logits_at: [B, K] positions; the output is then [B, K, vocab], the head run only there
+            (a sampler's last prompt token, a rollout's completion). The head is the largest
+            GEMM of a small model, so skipping the positions nobody reads saves much of a step.
         """
         bsz, seq = input_ids.shape
         offset = kv_cache.length if kv_cache is not None else 0
@@ -440,6 +461,8 @@ class Transformer(nn.Module):
             x = layer(x, cos, sin, attn_mask, kv_cache)
         if kv_cache is not None:
             kv_cache.length += seq
+        if logits_at is not None:
+            x = x.gather(1, logits_at[..., None].expand(-1, -1, x.shape[-1]))
         x = self.norm(x)
         return x if return_hidden else self.lm_head(x)
 

@@ -106,3 +106,26 @@ def test_compiles_are_bounded(model, compiled_run, monkeypatch, caplog):
         out.completions
         == generate(model, prompts, SamplingConfig(max_new_tokens=STEPS, temperature=0.0), PAD).completions
     )
+
+
+def test_frozen_step_follows_weight_updates(model, caplog):
+    """freeze_weights folds the weights into the graph as constants. Its tokens equal eager, and
+    after an in-place update (what an optimizer step does) the step is rebuilt, not reused: a
+    stale frozen step would decode with the old weights. Unpeaked weights: the update must
+    change the greedy tokens, or equality with eager would not tell the two apart."""
+    torch.manual_seed(3)
+    cfg = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
+    fresh = build_model(cfg).eval()
+    frozen = SamplingConfig(max_new_tokens=STEPS, temperature=0.0, compile=True, freeze_weights=True)
+    eager = SamplingConfig(max_new_tokens=STEPS, temperature=0.0)
+    before = generate(fresh, PROMPTS, frozen, PAD).completions
+    assert before == generate(fresh, PROMPTS, eager, PAD).completions
+    with torch.no_grad():
+        for param in fresh.parameters():
+            if param.dim() > 1:
+                param.mul_(-4)
+    with caplog.at_level(logging.WARNING, logger="lmforge.generate"):
+        after = generate(fresh, PROMPTS, frozen, PAD).completions
+    assert after != before
+    assert after == generate(fresh, PROMPTS, eager, PAD).completions
+    assert "weights changed since the decode step was frozen" in caplog.text

@@ -47,3 +47,30 @@ def test_model_yaml_builds_on_meta_and_matches_hf_count(path):
     count = meta_count(cfg)
     assert count == cfg.num_params()
     assert count == hf_meta_count(cfg)
+
+
+def test_logits_at_equals_the_full_forward_gathered():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64))
+    ids = torch.randint(0, 97, (3, 9))
+    at = torch.tensor([[8, 2], [0, 5], [4, 4]])
+    with torch.no_grad():
+        full = model(ids)
+        picked = model(ids, logits_at=at)
+    torch.testing.assert_close(picked, full.gather(1, at[..., None].expand(-1, -1, 97)), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])
+def test_one_query_attention_equals_sdpa(kv_heads):
+    """The compiled decode step's written-out attention against SDPA with GQA and a key mask."""
+    import torch.nn.functional as F
+
+    from lmforge.model import _one_query_attention
+
+    torch.manual_seed(kv_heads)
+    q = torch.randn(3, 4, 1, 8)
+    k, v = torch.randn(3, kv_heads, 11, 8), torch.randn(3, kv_heads, 11, 8)
+    mask = torch.rand(3, 1, 1, 11) > 0.4
+    mask[..., 0] = True  # every row sees at least one key
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=kv_heads != 4)
+    torch.testing.assert_close(_one_query_attention(q, k, v, mask), want, rtol=0, atol=1e-6)

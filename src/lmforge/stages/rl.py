@@ -52,10 +52,9 @@ def completion_logps(
     pads = (~attn_mask[:, :prompt_len].bool()).sum(dim=1, keepdim=True)  # [N, 1] left pads per row
     steps = torch.arange(width, device=input_ids.device)
     rotated = input_ids.gather(1, (steps[None, :] + pads) % width)
-    logits = model(rotated)
     completion = steps[None, : width - prompt_len]
-    before_each = prompt_len - pads - 1 + completion  # [N, C]: the logits that predict each completion token
-    logits = logits.gather(1, before_each[..., None].expand(-1, -1, logits.shape[-1])).float() / temperature
+    before_each = prompt_len - pads - 1 + completion  # [N, C]: the positions that predict each completion token
+    logits = model(rotated, logits_at=before_each).float() / temperature
     targets = input_ids[:, prompt_len:]
     return -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
 
