@@ -188,6 +188,13 @@ def hf_tokenizer(vocab: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
 
 
+def lmforge_cross_entropy(args):
+    """The pretraining stage's loss: masked_cross_entropy, compiled with the blocks under compile=true."""
+    from lmforge.losses import compiled_cross_entropy, masked_cross_entropy
+
+    return compiled_cross_entropy() if args.compile else masked_cross_entropy
+
+
 # ---------------------------------------------------------------- tasks
 def bench_pretrain(args):
     import torch.nn.functional as F
@@ -196,13 +203,13 @@ def bench_pretrain(args):
     if args.compile:
         for layer in ours.layers:
             layer.compile()
+    ours_loss = lmforge_cross_entropy(args)
     opt_ours, opt_peer = adamw(ours.parameters(), args), adamw(peer.parameters(), args)
     batches = [b.to(args.device) for b in token_batches(args, args.steps + args.warmup, args.seq + 1, 1)]
 
     def ours_step(i):
         ids = batches[i]
-        logits = ours(ids[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+        loss = ours_loss(ours(ids[:, :-1]), ids[:, 1:])
         loss.backward()
         opt_ours.step()
         opt_ours.zero_grad(set_to_none=True)
@@ -260,17 +267,24 @@ def bench_pretrain_litgpt(args):
     opt_ours, opt_peer = adamw(ours.parameters(), args), adamw(peer.parameters(), args)
     batches = [b.to(args.device) for b in token_batches(args, args.steps + args.warmup, args.seq + 1, 1)]
 
-    def step(model, opt, i):
+    def plain_loss(logits, targets):
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    def step(model, opt, loss_fn, i):
         ids = batches[i]
-        logits = model(ids[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+        loss = loss_fn(model(ids[:, :-1]), ids[:, 1:])
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss.item()
 
+    ours_loss = lmforge_cross_entropy(args)
     a, b, ratios = lockstep(
-        lambda i: step(ours, opt_ours, i), lambda i: step(peer, opt_peer, i), args.steps, args.warmup, args.device
+        lambda i: step(ours, opt_ours, ours_loss, i),
+        lambda i: step(peer, opt_peer, plain_loss, i),
+        args.steps,
+        args.warmup,
+        args.device,
     )
     return report("pretrain/lit", f"loss {a:.0e} (all steps {b:.0e})", ratios)
 

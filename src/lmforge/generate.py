@@ -96,7 +96,19 @@ def sample_next(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Gene
     if cfg.temperature == 0:
         return logits.argmax(dim=-1)
     logits = top_p_filter(top_k_filter(logits / cfg.temperature, cfg.top_k), cfg.top_p)
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+    return draw(logits.softmax(dim=-1), generator)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One index per row of `probs` [B, V], by inverse CDF: one uniform per row, placed in the
+    row's cumulative sum (fp64, so the tail of a 128k vocabulary keeps its mass). An index of
+    probability 0 is never drawn: its CDF step is empty. torch.multinomial instead draws an
+    exponential per vocabulary entry; on CPU that took 0.97 ms at 8 x 8192, a fifth of a
+    sampled decode step."""
+    cdf = probs.double().cumsum(dim=-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)
+    index = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    return index.clamp_(max=probs.shape[-1] - 1).squeeze(-1)
 
 
 def _right_pad(prompts: Sequence[Sequence[int]], pad_id: int, rows: int, device: torch.device):

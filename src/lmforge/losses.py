@@ -7,6 +7,7 @@ Labels follow `lmforge.data.labels`: `labels[b, t]` is the token that position t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,14 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return F.cross_entropy(
         at_least_fp32(logits).reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
     )
+
+
+@functools.cache
+def compiled_cross_entropy():
+    """`masked_cross_entropy` under torch.compile, for `compile=true`. Eager runs several passes
+    over the [tokens, vocab] logits (log-softmax, its backward, a zero fill for the gradient);
+    inductor fuses them. That was 0.05-0.1 s of a 0.55 s pretraining step at 2048 x 8192 on CPU."""
+    return torch.compile(masked_cross_entropy)
 
 
 def per_segment_cross_entropy(

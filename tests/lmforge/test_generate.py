@@ -130,3 +130,19 @@ def test_generate_chat_stops_at_end_of_turn_and_decodes(bpe):
     assert len(word) == 1
     replies = generate_chat(constant_model(bpe.vocab_size, word[0]), bpe, convs, cfg)
     assert replies == [" the" * 5] * 2
+
+
+def test_draw_follows_the_distribution():
+    """Frequencies of 40,000 draws against the probabilities themselves; a zero entry never comes up."""
+    from lmforge.generate import draw
+
+    probs = torch.tensor([0.5, 0.0, 0.25, 0.125, 0.0625, 0.0625, 0.0])
+    gen = torch.Generator().manual_seed(0)
+    n = 40_000
+    counts = torch.zeros(len(probs))
+    for _ in range(n // 1000):
+        counts += torch.bincount(draw(probs.expand(1000, -1), gen), minlength=len(probs))
+    assert counts[probs == 0].sum() == 0
+    freq = counts / n
+    # 4 standard errors of a binomial frequency at each entry
+    assert torch.all((freq - probs).abs() <= 4 * (probs * (1 - probs) / n).sqrt() + 1e-9), freq

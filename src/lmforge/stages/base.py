@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 from lmforge.checkpoint import AUTO_MODEL, LMFORGE_KEY, check_same_shape, load_for_inference, read_metadata
+from lmforge.losses import compiled_cross_entropy, masked_cross_entropy
 from lmforge.model import DecoderLayer, ModelConfig, Transformer, build_model
 from lmforge.optimizers import build_optimizer, is_no_decay, lr_multiplier  # noqa: F401 (re-exported)
 from lmforge.tokenizer import Tokenizer, check_fingerprint
@@ -174,6 +175,11 @@ class BaseStage(L.LightningModule):
         torch._logging.set_logs(recompiles=True)
         for layer in self._decoder_layers(model):
             layer.compile()
+
+    def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the unmasked labels; compiled with the blocks (`compile=true`)."""
+        loss = compiled_cross_entropy() if self.compile else masked_cross_entropy
+        return loss(logits, labels)
 
     # ----- frozen reference (DPO, RL) -----
     def set_frozen_reference(self, network: torch.nn.Module) -> None:

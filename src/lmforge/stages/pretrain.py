@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import Tensor
 
 from lmforge.data.labels import next_token_labels
-from lmforge.losses import masked_cross_entropy
 from lmforge.stages.base import BaseStage
 
 
@@ -23,4 +22,4 @@ class PretrainStage(BaseStage):
         logits = self.model(input_ids, position_ids=batch.get("position_ids"))
         # The final position has no next token inside the window (its label is IGNORE_INDEX), so its
         # log-softmax over the vocabulary is skipped: same tokens, same mean, one row less per sequence.
-        return masked_cross_entropy(logits[:, :-1], labels[:, :-1]), {}
+        return self.cross_entropy(logits[:, :-1], labels[:, :-1]), {}

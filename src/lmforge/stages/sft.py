@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import Tensor
 
 from lmforge.data.labels import IGNORE_INDEX
-from lmforge.losses import masked_cross_entropy
 from lmforge.stages.base import BaseStage
 
 
@@ -21,6 +20,6 @@ class SFTStage(BaseStage):
         logits = self.model(
             batch["input_ids"], position_ids=batch.get("position_ids"), attn_mask=batch.get("attn_mask")
         )
-        loss = masked_cross_entropy(logits, batch["labels"])
+        loss = self.cross_entropy(logits, batch["labels"])
         trained = (batch["labels"] != IGNORE_INDEX).sum()
         return loss, {"assistant_tokens": trained.float()}

@@ -1,11 +1,13 @@
-"""`compile=true` compiles each decoder block in place: same parameter names, and loss and
-gradients equal the eager stage's in fp32 (with activation checkpointing around the blocks)."""
+"""`compile=true` compiles each decoder block in place and the cross-entropy: same parameter
+names, and loss and gradients equal the eager stage's in fp32 (with activation checkpointing
+around the blocks)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from lmforge.losses import compiled_cross_entropy
 from lmforge.stages.pretrain import PretrainStage
 
 MICRO = dict(vocab_size=512, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len=64)
@@ -21,7 +23,16 @@ def loss_and_grads(stage, batch):
     return loss.detach(), {n: p.grad.clone() for n, p in stage.model.named_parameters()}
 
 
-def test_compiled_blocks_match_eager(corpus_tokenizer_dir, token_rows):
+def test_compiled_blocks_match_eager(corpus_tokenizer_dir, token_rows, monkeypatch):
+    import lmforge.stages.base as base
+
+    loss_calls = []
+
+    def compiled_loss():  # the real compiled loss, counted: compile=true must take this path
+        loss_calls.append(1)
+        return compiled_cross_entropy()
+
+    monkeypatch.setattr(base, "compiled_cross_entropy", compiled_loss)
     batch = {"input_ids": token_rows[:4, :33]}
     eager = PretrainStage(model=dict(MICRO), optim=OPTIM, tokenizer_path=str(corpus_tokenizer_dir))
     compiled = PretrainStage(
@@ -34,6 +45,7 @@ def test_compiled_blocks_match_eager(corpus_tokenizer_dir, token_rows):
     eager_loss, eager_grads = loss_and_grads(eager, batch)
     loss, grads = loss_and_grads(compiled, batch)
     assert all(layer._compiled_call_impl is not None for layer in compiled.model.layers)
+    assert loss_calls == [1]  # the loss ran compiled too, and the eager stage never asked for it
     assert list(grads) == list(eager_grads)  # names unchanged: checkpoints and FSDP plans still apply
     torch.testing.assert_close(loss, eager_loss, rtol=0, atol=1e-5)
     for name, grad in grads.items():
