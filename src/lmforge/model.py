@@ -442,7 +442,8 @@ class Transformer(nn.Module):
                 "use a model with a longer context"
             )
         if position_ids is None:
-            position_ids = torch.arange(offset, offset + seq, device=input_ids.device).expand(bsz, seq)
+            # One row, broadcast over the batch: the cos/sin tables are built once, not per row.
+            position_ids = torch.arange(offset, offset + seq, device=input_ids.device)[None]
         if kv_cache is not None and attn_mask is None and offset > 0:
             # Causal over cache + chunk: query i sits at absolute position offset + i.
             keys = torch.arange(offset + seq, device=input_ids.device)
