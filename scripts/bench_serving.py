@@ -1,10 +1,12 @@
 """Generation throughput on CPU: our KV-cache `lmforge.generate` vs HF `generate`, same exported weights.
 
-    .venv/bin/python scripts/bench_serving.py [--export DIR] [--new-tokens 64] [--threads 2]
+    .venv/bin/python scripts/bench_serving.py [--export DIR] [--new-tokens 64] [--threads 2] [--compile]
 
 Both decode greedily for exactly `--new-tokens` tokens (no early stop) from the same random
 prompts, batch 1 and batch 8, after one warm-up; the median of `--repeats` runs is reported.
 Without --export, a random-init model of conf/model/tiny.yaml's shape is exported to a temp dir.
+--compile decodes with the compiled, weight-frozen step (`SamplingConfig(compile=True,
+freeze_weights=True)`, what a server with fixed weights would run); the warm-up pays its compile.
 Target: ours / HF >= 1.5.
 """
 
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="compiled decode step with frozen weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -64,7 +67,9 @@ def main() -> None:
         ours.eval()
         hf = LlamaForCausalLM.from_pretrained(export, dtype=torch.float32).eval()
     generator = torch.Generator().manual_seed(0)
-    sampling = SamplingConfig(max_new_tokens=args.new_tokens, temperature=0.0)
+    sampling = SamplingConfig(
+        max_new_tokens=args.new_tokens, temperature=0.0, compile=args.compile, freeze_weights=args.compile
+    )
     rows = []
     for batch in args.batch_sizes:
         prompts = torch.randint(3, config.vocab_size, (batch, args.prompt_tokens), generator=generator)
@@ -90,7 +95,8 @@ def main() -> None:
 
     print(
         f"model {config.name}: d_model {config.d_model}, {config.n_layers} layers, {config.num_params() / 1e6:.1f}M "
-        f"params; prompt {args.prompt_tokens}, new {args.new_tokens} tokens, {args.threads} threads, fp32 CPU"
+        f"params; prompt {args.prompt_tokens}, new {args.new_tokens} tokens, {args.threads} threads, fp32 CPU, "
+        f"{'compiled + frozen' if args.compile else 'eager'}"
     )
     print("| batch | lmforge generate (tok/s) | HF generate (tok/s) | ratio |")
     print("|---|---|---|---|")
