@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -219,8 +220,14 @@ def _frozen_key(model: Transformer, device_type: str) -> tuple | None:
             "or a load?); rebuilding it. Leave freeze_weights off where weights change between calls"
         )
         _compiled_steps.pop(stale, None)
+    if stale is None:  # a frozen step holds a copy of the weights: drop it with the model
+        weakref.finalize(model, _forget_frozen, id(model))
     _frozen_weights[id(model)] = key
     return key
+
+
+def _forget_frozen(model_id: int) -> None:
+    _compiled_steps.pop(_frozen_weights.pop(model_id, None), None)
 
 
 def _use_compiled(model: Transformer, rows: int, cache_len: int, dtype: torch.dtype, frozen_for=None) -> bool:

@@ -129,3 +129,16 @@ def test_frozen_step_follows_weight_updates(model, caplog):
     assert after != before
     assert after == generate(fresh, PROMPTS, eager, PAD).completions
     assert "weights changed since the decode step was frozen" in caplog.text
+
+
+def test_a_frozen_step_goes_with_its_model():
+    """The frozen step holds a copy of the weights; deleting the model releases it."""
+    import gc
+
+    cfg = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
+    doomed = build_model(cfg).eval()
+    key = gen._frozen_key(doomed, "cpu")
+    gen._compiled_steps[key] = object()  # stands in for the compiled step; nothing is compiled here
+    del doomed
+    gc.collect()
+    assert key not in gen._compiled_steps
