@@ -188,6 +188,16 @@ def hf_tokenizer(vocab: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
 
 
+def compile_like_the_stage(model) -> None:
+    """What `compile=true` does to a stage's model (BaseStage._compile_blocks): oneDNN linears on
+    CPU, then each decoder block compiled in place."""
+    from lmforge.cpu_linear import use_onednn_linears
+
+    use_onednn_linears(model)
+    for layer in model.layers:
+        layer.compile()
+
+
 def lmforge_cross_entropy(args):
     """The pretraining stage's loss: masked_cross_entropy, compiled with the blocks under compile=true."""
     from lmforge.losses import compiled_cross_entropy, masked_cross_entropy
@@ -201,8 +211,7 @@ def bench_pretrain(args):
 
     ours, peer = build_pair(args)
     if args.compile:
-        for layer in ours.layers:
-            layer.compile()
+        compile_like_the_stage(ours)
     ours_loss = lmforge_cross_entropy(args)
     opt_ours, opt_peer = adamw(ours.parameters(), args), adamw(peer.parameters(), args)
     batches = [b.to(args.device) for b in token_batches(args, args.steps + args.warmup, args.seq + 1, 1)]
@@ -262,8 +271,7 @@ def bench_pretrain_litgpt(args):
     peer = peer.to(args.device)
     del hf
     if args.compile:
-        for layer in ours.layers:
-            layer.compile()
+        compile_like_the_stage(ours)
     opt_ours, opt_peer = adamw(ours.parameters(), args), adamw(peer.parameters(), args)
     batches = [b.to(args.device) for b in token_batches(args, args.steps + args.warmup, args.seq + 1, 1)]
 

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 from lmforge.checkpoint import AUTO_MODEL, LMFORGE_KEY, check_same_shape, load_for_inference, read_metadata
+from lmforge.cpu_linear import use_onednn_linears
 from lmforge.losses import compiled_cross_entropy, masked_cross_entropy
 from lmforge.model import DecoderLayer, ModelConfig, Transformer, build_model
 from lmforge.optimizers import build_optimizer, is_no_decay, lr_multiplier  # noqa: F401 (re-exported)
@@ -173,6 +174,8 @@ class BaseStage(L.LightningModule):
         change. Recompiles are logged with their reason; dynamo's recompile_limit bounds them
         (past it a block runs eagerly)."""
         torch._logging.set_logs(recompiles=True)
+        # fp32 GEMMs on CPU through oneDNN instead of MKL (lmforge.cpu_linear); CUDA is untouched.
+        use_onednn_linears(model)
         for layer in self._decoder_layers(model):
             layer.compile()
 

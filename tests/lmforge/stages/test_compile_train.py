@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmforge.cpu_linear import _forward as cpu_linear_forward
 from lmforge.losses import compiled_cross_entropy
 from lmforge.stages.pretrain import PretrainStage
 
@@ -46,6 +47,8 @@ def test_compiled_blocks_match_eager(corpus_tokenizer_dir, token_rows, monkeypat
     loss, grads = loss_and_grads(compiled, batch)
     assert all(layer._compiled_call_impl is not None for layer in compiled.model.layers)
     assert loss_calls == [1]  # the loss ran compiled too, and the eager stage never asked for it
+    up_proj = compiled.model.layers[0].mlp.up_proj
+    assert up_proj.forward.__func__ is cpu_linear_forward  # fp32 CPU GEMMs through oneDNN
     assert list(grads) == list(eager_grads)  # names unchanged: checkpoints and FSDP plans still apply
     torch.testing.assert_close(loss, eager_loss, rtol=0, atol=1e-5)
     for name, grad in grads.items():
