@@ -6,18 +6,27 @@ a training step's shapes. `cpu_linear` is a custom op whose forward and both bac
 through oneDNN, so dynamo traces it as one node and autograd stays exact. The results differ from
 MKL's only in summation order (about 1e-6 relative).
 
-`use_onednn_linears(module)` points each bias-free `nn.Linear` in `module` at it. The module keeps
+`use_onednn_linears(module)` points each bias-free `nn.Linear` in `module` at it, on x86 builds of
+torch with oneDNN (elsewhere, e.g. Apple silicon, it changes nothing). The module keeps
 its class and parameter names (checkpoints, peft's LoRA targets, FSDP plans), and any call it
 cannot serve (not CPU, not fp32, a DTensor or quantized weight) goes to `F.linear` as before.
 """
 
 from __future__ import annotations
 
+import platform
 import types
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# oneDNN's fp32 GEMMs were measured against MKL's on x86 only; other builds may lack the op.
+ONEDNN_LINEARS = (
+    platform.machine().lower() in ("x86_64", "amd64")
+    and torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+)
 
 
 def _onednn_mm_t(x: Tensor, weight: Tensor) -> Tensor:
@@ -64,6 +73,8 @@ def _forward(self: nn.Linear, x: Tensor) -> Tensor:
 
 def use_onednn_linears(module: nn.Module) -> int:
     """Route every plain `nn.Linear` under `module` through `cpu_linear`; returns how many."""
+    if not ONEDNN_LINEARS:
+        return 0
     count = 0
     for sub in module.modules():
         if type(sub) is nn.Linear:

@@ -62,3 +62,12 @@ def test_routing_keeps_names_and_falls_back_where_it_cannot_serve(monkeypatch):
     torch.testing.assert_close(biased(x), F.linear(x, biased.weight, biased.bias))
     bf16(x.bfloat16())
     assert routed == []  # a bias or a non-fp32 weight goes to F.linear
+
+
+def test_without_onednn_nothing_is_routed(monkeypatch):
+    import lmforge.cpu_linear as module
+
+    monkeypatch.setattr(module, "ONEDNN_LINEARS", False)
+    linear = nn.Linear(8, 4, bias=False)
+    assert use_onednn_linears(linear) == 0
+    assert "forward" not in vars(linear)
