@@ -189,20 +189,17 @@ def hf_tokenizer(vocab: int):
 
 
 def compile_like_the_stage(model) -> None:
-    """What `compile=true` does to a stage's model (BaseStage._compile_blocks): oneDNN linears on
-    CPU, then each decoder block compiled in place."""
-    from lmforge.cpu_linear import use_onednn_linears
+    """What `compile=true` does to a stage's model: oneDNN linears on CPU, each block compiled."""
+    from lmforge.stages.base import BaseStage
 
-    use_onednn_linears(model)
-    for layer in model.layers:
-        layer.compile()
+    BaseStage.compile_blocks(model)
 
 
 def lmforge_cross_entropy(args):
-    """The pretraining stage's loss: masked_cross_entropy, compiled with the blocks under compile=true."""
-    from lmforge.losses import compiled_cross_entropy, masked_cross_entropy
+    """The pretraining stage's loss, compiled under --compile as under compile=true."""
+    from lmforge.losses import token_cross_entropy
 
-    return compiled_cross_entropy() if args.compile else masked_cross_entropy
+    return token_cross_entropy(args.compile)
 
 
 # ---------------------------------------------------------------- tasks

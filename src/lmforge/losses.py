@@ -54,6 +54,12 @@ def compiled_cross_entropy():
     return torch.compile(masked_cross_entropy)
 
 
+def token_cross_entropy(compiled: bool):
+    """The stages' next-token loss: `masked_cross_entropy`, compiled with the blocks under
+    `compile=true`."""
+    return compiled_cross_entropy() if compiled else masked_cross_entropy
+
+
 def per_segment_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, segment_ids: torch.Tensor, n_segments: int
 ) -> torch.Tensor:

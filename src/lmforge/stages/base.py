@@ -23,7 +23,7 @@ from torch import Tensor
 
 from lmforge.checkpoint import AUTO_MODEL, LMFORGE_KEY, check_same_shape, load_for_inference, read_metadata
 from lmforge.cpu_linear import use_onednn_linears
-from lmforge.losses import compiled_cross_entropy, masked_cross_entropy
+from lmforge.losses import token_cross_entropy
 from lmforge.model import DecoderLayer, ModelConfig, Transformer, build_model
 from lmforge.optimizers import build_optimizer, is_no_decay, lr_multiplier  # noqa: F401 (re-exported)
 from lmforge.tokenizer import Tokenizer, check_fingerprint
@@ -161,28 +161,28 @@ class BaseStage(L.LightningModule):
             for layer in self._decoder_layers(model):
                 checkpoint(layer)
         if self.compile:
-            self._compile_blocks(model)
+            self.compile_blocks(model)
         if mesh is not None:
             self._shard(model, mesh)
         if on_meta:
             self._materialize(model)
         self.model = model
 
-    def _compile_blocks(self, model: torch.nn.Module) -> None:
+    @staticmethod
+    def compile_blocks(model: torch.nn.Module) -> None:
         """`compile=true`: torch.compile each decoder block in place (after activation
         checkpointing, before FSDP), so blocks stay the unit both wrap and parameter names do not
         change. Recompiles are logged with their reason; dynamo's recompile_limit bounds them
-        (past it a block runs eagerly)."""
+        (past it a block runs eagerly). scripts/bench_peers.py calls this too."""
         torch._logging.set_logs(recompiles=True)
         # fp32 GEMMs on CPU through oneDNN instead of MKL (lmforge.cpu_linear); CUDA is untouched.
         use_onednn_linears(model)
-        for layer in self._decoder_layers(model):
+        for layer in BaseStage._decoder_layers(model):
             layer.compile()
 
     def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the unmasked labels; compiled with the blocks (`compile=true`)."""
-        loss = compiled_cross_entropy() if self.compile else masked_cross_entropy
-        return loss(logits, labels)
+        return token_cross_entropy(self.compile)(logits, labels)
 
     # ----- frozen reference (DPO, RL) -----
     def set_frozen_reference(self, network: torch.nn.Module) -> None:

@@ -25,7 +25,7 @@ def loss_and_grads(stage, batch):
 
 
 def test_compiled_blocks_match_eager(corpus_tokenizer_dir, token_rows, monkeypatch):
-    import lmforge.stages.base as base
+    import lmforge.losses as losses
 
     loss_calls = []
 
@@ -33,7 +33,7 @@ def test_compiled_blocks_match_eager(corpus_tokenizer_dir, token_rows, monkeypat
         loss_calls.append(1)
         return compiled_cross_entropy()
 
-    monkeypatch.setattr(base, "compiled_cross_entropy", compiled_loss)
+    monkeypatch.setattr(losses, "compiled_cross_entropy", compiled_loss)
     batch = {"input_ids": token_rows[:4, :33]}
     eager = PretrainStage(model=dict(MICRO), optim=OPTIM, tokenizer_path=str(corpus_tokenizer_dir))
     compiled = PretrainStage(
